@@ -1,0 +1,7 @@
+"""Allow ``python -m femurscreen``."""
+
+import sys
+
+from femurscreen.cli import main
+
+sys.exit(main())
