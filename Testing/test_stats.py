@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from femurscreen import stats
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
-
-from femurscreen import stats
 
 ASAH = Path(__file__).parent / "data" / "aSAH.csv"
 
@@ -75,7 +74,7 @@ def test_ndka_and_wfns_intervals() -> None:
     wfns = stats.delong_auc(d["poor"], d["wfns"])
     ndka = stats.delong_auc(d["poor"], d["ndka"])
     assert [round(v, 4) for v in (wfns.auc, *wfns.ci)] == [0.8237, 0.7485, 0.8988]
-    # pROC's test suite: expected.ci.auc <- c(0.501244999271703, 0.611957994579946, 0.722670989888189)
+    # pROC test suite: expected.ci.auc <- c(0.501244999271703, 0.611957994579946, 0.722670989888189)
     assert ndka.ci[0] == pytest.approx(0.501244999271703, rel=1e-9)
     assert ndka.ci[1] == pytest.approx(0.722670989888189, rel=1e-9)
 

@@ -7,11 +7,9 @@ import argparse
 from femurscreen.evaluation import evaluate, format_table
 
 NAME = "evaluate"
-HELP = (
-    "AUC (DeLong CI), sensitivity/specificity (Clopper-Pearson CI) per class from a predictions CSV"
-)
+HELP = "per-class AUC, sensitivity, specificity with 95% CIs from a predictions CSV"
 EXAMPLE = "femurscreen evaluate --predictions preds.csv --json metrics.json --plot roc.png"
-ORDER = 70
+ORDER = 80
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
