@@ -2,17 +2,22 @@
 
 Each verb lives in its own module in this package and defines ``NAME``, ``HELP``,
 ``EXAMPLE``, ``ORDER``, ``add_arguments(parser)`` and ``run(args) -> int``. Verbs are found
-by scanning the package, so adding a verb never means editing this file.
+by scanning the package, so adding a verb never means editing this file. The constants are read
+from the source without importing it, and only the verb being run is imported: start-up stays
+fast however heavy a verb's libraries are.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import importlib
 import logging
 import pkgutil
 import sys
-from types import ModuleType
+from dataclasses import dataclass
+from pathlib import Path
 
 from femurscreen import __version__
 from femurscreen.errors import FemurScreenError
@@ -22,20 +27,53 @@ EXIT_FAILED = 1  # the input or a model could not be used; the message says why
 EXIT_USAGE = 2  # argparse's own code for bad command lines
 
 
-def _verbs() -> list[ModuleType]:
-    modules = []
+@dataclass(frozen=True)
+class Verb:
+    """What the top-level help needs to know of a verb, read without importing it."""
+
+    module: str
+    name: str
+    help: str
+    example: str
+    order: int
+
+
+def _constants(path: Path) -> dict[str, object]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id in {"NAME", "HELP", "EXAMPLE", "ORDER"}:
+                with contextlib.suppress(ValueError):
+                    found[target.id] = ast.literal_eval(node.value)
+    return found
+
+
+def verbs() -> list[Verb]:
+    """All verbs of the package, in listing order."""
+    found = []
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "NAME") and hasattr(module, "run"):
-            modules.append(module)
-    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+        c = _constants(Path(__path__[0]) / f"{info.name}.py")
+        if "NAME" in c:
+            found.append(
+                Verb(
+                    module=f"{__name__}.{info.name}",
+                    name=str(c["NAME"]),
+                    help=str(c.get("HELP", "")),
+                    example=str(c.get("EXAMPLE", "")),
+                    order=int(c.get("ORDER", 100)),  # type: ignore[arg-type]
+                )
+            )
+    return sorted(found, key=lambda v: (v.order, v.name))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    verbs = _verbs()
-    summary = "\n".join(f"  {m.NAME:<18} {m.HELP}" for m in verbs)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the verb named ``command`` (if any) is imported and given options."""
+    all_verbs = verbs()
+    summary = "\n".join(f"  {v.name:<18} {v.help}" for v in all_verbs)
     parser = argparse.ArgumentParser(
         prog="femurscreen",
         description=(
@@ -47,22 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"femurscreen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in verbs:
-        example = getattr(module, "EXAMPLE", "")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of the commands above")
+    for verb in all_verbs:
+        description = verb.help + (f"\n\nexample:\n  {verb.example}" if verb.example else "")
         p = sub.add_parser(
-            module.NAME,
-            help=module.HELP,
-            description=module.HELP + (f"\n\nexample:\n  {example}" if example else ""),
+            verb.name,
+            description=description,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if verb.name == command:
+            module = importlib.import_module(verb.module)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
