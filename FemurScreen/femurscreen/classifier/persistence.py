@@ -1,0 +1,295 @@
+"""Saving and loading a classifier folder without pickle.
+
+A model folder holds ``model.skops`` (the forest, in skops' zip format), ``applicability.json``
+(plain statistics) and ``manifest.json`` (what the model is, what it needs, how good it was,
+and the sha256 of the other two files). Loading refuses, with a message that says what to do:
+
+- a file whose sha256 differs from the manifest (modified, corrupted, swapped);
+- any Python type in ``model.skops`` outside :data:`TRUSTED_TYPES` and the plain builtins, so
+  that a crafted file can never make us construct an arbitrary object (stricter than skops'
+  own default trust, which accepts every scikit-learn estimator);
+- a manifest of a newer format than this version understands.
+
+The folder is written atomically: built in a hidden folder beside the target, loaded back
+under the same checks, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+from femurscreen.classifier.applicability import Applicability
+from femurscreen.errors import InputError, ModelError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.skops"
+MANIFEST_FILE = "manifest.json"
+APPLICABILITY_FILE = "applicability.json"
+DEMO_NOTICE = "DEMO MODEL trained on synthetic phantom data only - not for clinical use"
+
+# The only non-builtin types a FemurScreen classifier file may contain: a Pipeline holding a
+# RandomForestClassifier of DecisionTreeClassifiers with their Tree structures, numpy arrays
+# (tree nodes, feature names, classes) and the int64 class labels. Training loads every model
+# back under this list before writing it, so a library update that adds a type fails there.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._tree.Tree",
+    "numpy.ndarray",
+    "numpy.int64",
+)
+# Containers and scalars skops writes as JSON or builtin nodes; never code.
+BUILTIN_TYPES: tuple[str, ...] = (
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.str",
+    "builtins.int",
+    "builtins.float",
+    "builtins.bool",
+    "builtins.NoneType",
+)
+
+REQUIRED_KEYS: tuple[str, ...] = (
+    "format_version",
+    "model_file",
+    "sha256",
+    "classes",
+    "features",
+    "radiomics_params_sha256",
+    "training_data",
+    "cv_metrics",
+    "hyperparameters",
+    "package_versions",
+    "created",
+    "command",
+    "demo",
+    "demo_notice",
+)
+
+RESTORE_ADVICE = (
+    "restore the model folder from its original source (reinstall FemurScreen for the shipped "
+    "demo model) or train a new one with 'femurscreen train-classifier'; never edit model files "
+    "by hand"
+)
+
+
+_WRITER_KEYS = frozenset(
+    {"format_version", "model_file", "sha256", "applicability_file", "applicability_sha256"}
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified classifier: the estimator, its manifest and its applicability domain."""
+
+    model: Any  # sklearn Pipeline: forest on ``features`` (columns in that order)
+    manifest: dict[str, Any]
+    applicability: Applicability
+    path: Path
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.manifest["features"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def demo(self) -> bool:
+        return bool(self.manifest.get("demo", False))
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_types(path: str | Path) -> set[str]:
+    """Every ``module.class`` named in a skops file's schema (read as JSON, nothing built)."""
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node:
+                found.add(f"{node.get('__module__', '')}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a model folder, checked for format and required keys."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(
+            "model folder not found",
+            "give the folder written by 'femurscreen train-classifier' (it holds manifest.json "
+            "and model.skops)",
+            model_dir,
+        )
+    path = model_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(
+            "no manifest.json: this is not a FemurScreen model folder", RESTORE_ADVICE, model_dir
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"manifest is unreadable ({exc})", RESTORE_ADVICE, path) from exc
+    if not isinstance(manifest, dict):
+        raise ModelError("manifest is not a JSON object", RESTORE_ADVICE, path)
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ModelError(f"manifest lacks {', '.join(missing)}", RESTORE_ADVICE, path)
+    version = manifest["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelError(
+            f"model format {version!r} is not supported (this FemurScreen reads format "
+            f"{FORMAT_VERSION})",
+            "update FemurScreen, or use a model trained with this version",
+            path,
+        )
+    return manifest
+
+
+def _verify_sha256(path: Path, expected: Any) -> None:
+    if not path.is_file():
+        raise ModelError("model file is missing", RESTORE_ADVICE, path)
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelError(
+            f"{path.name} does not match the sha256 recorded in manifest.json "
+            f"(expected {str(expected)[:16]}…, found {actual[:16]}…): the file was modified or "
+            "corrupted, so it is not loaded",
+            RESTORE_ADVICE,
+            path,
+        )
+
+
+def _check_types(path: Path) -> None:
+    try:
+        names = stored_types(path)
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"not a readable skops file ({exc})", RESTORE_ADVICE, path) from exc
+    allowed = set(TRUSTED_TYPES) | set(BUILTIN_TYPES)
+    unknown = sorted((names | untrusted) - allowed)
+    if unknown:
+        raise ModelError(
+            f"the model holds types outside FemurScreen's trusted list: {', '.join(unknown)}; "
+            "it is not loaded because loading it could run foreign code",
+            "use a model folder written by 'femurscreen train-classifier' of a compatible "
+            "FemurScreen and scikit-learn version, or retrain",
+            path,
+        )
+
+
+def load_model(model_dir: str | Path) -> LoadedModel:
+    """Verify hashes and types, then load the forest and its applicability statistics."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    model_path = model_dir / str(manifest["model_file"])
+    _verify_sha256(model_path, manifest["sha256"])
+    applicability_path = model_dir / str(manifest.get("applicability_file", APPLICABILITY_FILE))
+    _verify_sha256(applicability_path, manifest.get("applicability_sha256"))
+    _check_types(model_path)
+    try:
+        model = sio.load(model_path, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:  # noqa: BLE001 - any failure to build the object is the file's
+        raise ModelError(f"cannot load the model ({exc})", RESTORE_ADVICE, model_path) from exc
+    try:
+        applicability = Applicability.from_dict(
+            json.loads(applicability_path.read_text(encoding="utf-8"))
+        )
+    except (ValueError, TypeError) as exc:
+        raise ModelError(
+            f"applicability statistics are unreadable ({exc})", RESTORE_ADVICE, applicability_path
+        ) from exc
+    features = list(manifest["features"])
+    n_classes = len(manifest["classes"])
+    n_in = getattr(model, "n_features_in_", None)
+    classes = [int(c) for c in getattr(model, "classes_", [])]
+    if (
+        n_in != len(features)
+        or classes != list(range(n_classes))
+        or (applicability.features != features)
+    ):
+        raise ModelError(
+            f"model.skops takes {n_in} features and {len(classes)} classes but the manifest "
+            f"lists {len(features)} features and {n_classes} classes",
+            RESTORE_ADVICE,
+            model_path,
+        )
+    return LoadedModel(model, manifest, applicability, model_dir)
+
+
+def write_model_dir(
+    out_dir: str | Path,
+    model: Any,
+    manifest: dict[str, Any],
+    applicability: Applicability,
+) -> Path:
+    """Write model, applicability and manifest (with their sha256) atomically into ``out_dir``.
+
+    ``manifest`` receives ``format_version``, ``model_file``, ``sha256`` and the applicability
+    entries here. An existing model folder is replaced; any other non-empty folder is refused.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("output exists and is not a folder", "choose another --out", out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+        raise InputError(
+            "output folder is not empty and is not a FemurScreen model folder",
+            "choose a new or empty folder for --out (an existing model folder is replaced)",
+            out_dir,
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        # deflate: a 500-tree forest shrinks about 13-fold (it is shipped in the repository)
+        sio.dump(model, tmp / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+        (tmp / APPLICABILITY_FILE).write_text(
+            json.dumps(applicability.to_dict(), indent=1) + "\n", encoding="utf-8"
+        )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model_file": MODEL_FILE,
+            "sha256": sha256_file(tmp / MODEL_FILE),
+            "applicability_file": APPLICABILITY_FILE,
+            "applicability_sha256": sha256_file(tmp / APPLICABILITY_FILE),
+            **{k: v for k, v in manifest.items() if k not in _WRITER_KEYS},
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        load_model(tmp)  # what we ship must pass the checks every user will run
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,101 @@
+"""``femurscreen classify``: bone-status probabilities for every femur in a FEATURES table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from femurscreen.atomic import atomic_path
+from femurscreen.classifier import classify, default_model_dir, load_model
+from femurscreen.classifier import columns as col
+from femurscreen.classifier.cohort import read_csv
+from femurscreen.classifier.persistence import DEMO_NOTICE
+
+NAME = "classify"
+HELP = "bone-status probabilities per femur from a FEATURES table and a model folder"
+EXAMPLE = "femurscreen classify FEATURES.csv --model model/ --out predictions.csv"
+ORDER = 65
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "features", metavar="FEATURES.csv", help="features table (one row per side)"
+    )
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        help="model folder (default: the shipped DEMO model, trained on synthetic data)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PRED.csv",
+        help="write the predictions CSV (usable by 'femurscreen evaluate --predictions')",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON on stdout instead of a table"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model(args.model if args.model else default_model_dir())
+    if loaded.demo:
+        notice = loaded.manifest.get("demo_notice") or DEMO_NOTICE
+        print(f"*** {notice} ***", file=sys.stderr)
+    features = read_csv(args.features, "features CSV")
+    result = classify(features, loaded)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            result.to_csv(tmp, index=False)
+        print(f"wrote {len(result)} row(s) to {args.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(_as_json(result, loaded.path, loaded.manifest), indent=2))
+    else:
+        print(_table(result, loaded.classes))
+    n_ok = int((result[col.STATUS] == "ok").sum())
+    if n_ok < len(result):
+        for _, row in result[result[col.STATUS] != "ok"].iterrows():
+            print(f"  {row[col.CASE]}/{row[col.SIDE]}: {row[col.ERROR]}", file=sys.stderr)
+    # 0 while at least one femur was classified: failed rows are marked in the status column.
+    return 0 if n_ok else 1
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+def _as_json(result: pd.DataFrame, model_dir: Path, manifest: dict) -> dict:
+    return {
+        "demo": bool(manifest.get("demo", False)),
+        "demo_notice": manifest.get("demo_notice"),
+        "model": str(model_dir),
+        "model_created": manifest.get("created"),
+        "classes": manifest["classes"],
+        "predictions": [
+            {k: _clean(v) for k, v in row.items()} for row in result.to_dict(orient="records")
+        ],
+    }
+
+
+def _table(result: pd.DataFrame, classes: list[str]) -> str:
+    header = f"{'case_id':<16} {'side':<6} " + " ".join(f"{'p_' + c:>15}" for c in classes)
+    header += f"  {'predicted':<13} applicable"
+    lines = [header]
+    for _, row in result.iterrows():
+        if row[col.STATUS] != "ok":
+            lines.append(f"{row[col.CASE]:<16} {row[col.SIDE]!s:<6} error: {row[col.ERROR]}")
+            continue
+        probs = " ".join(f"{row['p_' + c]:>15.3f}" for c in classes)
+        flag = "yes" if row["applicable"] else "NO (unreliable)"
+        lines.append(
+            f"{row[col.CASE]:<16} {row[col.SIDE]!s:<6} {probs}  {row['predicted']:<13} {flag}"
+        )
+    return "\n".join(lines)
