@@ -34,6 +34,7 @@ ALL_TOP_KEYS = {
     "classes",
     "confusion_matrix",
     "n_cases",
+    "n_excluded",
     "accuracy",
     "accuracy_ci",
     "macro_auc",
@@ -241,3 +242,21 @@ def test_missing_file_via_the_installed_command(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "nope.csv" in proc.stderr and "not found" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_rows_that_classify_could_not_grade_are_left_out_and_counted(tmp_path):
+    """A classify output with an error row evaluates the graded rows and says one was left out."""
+    from femurscreen.evaluation import evaluate
+
+    rng = np.random.default_rng(3)
+    lines = ["case_id,side,status,p_normal,p_osteopenia,p_osteoporosis,true_class"]
+    for i in range(30):
+        truth = ("normal", "osteopenia", "osteoporosis")[i % 3]
+        p = rng.dirichlet([1, 1, 1])
+        lines.append(f"c{i},left,ok,{p[0]},{p[1]},{p[2]},{truth}")
+    lines.append("bad,left,error,,,,normal")
+    path = tmp_path / "preds.csv"
+    path.write_text("\n".join(lines) + "\n")
+    report = evaluate(path)
+    assert report["n_cases"] == 30
+    assert report["n_excluded"] == 1

@@ -48,6 +48,7 @@ class Predictions:
     classes: tuple[str, ...]
     true_class: np.ndarray  # (n_cases,) of str
     scores: np.ndarray  # (n_cases, n_classes) float
+    n_excluded: int = 0  # rows whose 'status' column says they were not classified
 
 
 def order_classes(names: list[str]) -> list[str]:
@@ -109,14 +110,20 @@ def read_predictions(path: str | Path) -> Predictions:
         )
     i_true = header.index(TRUE_COLUMN)
     i_score = [header.index(SCORE_PREFIX + c) for c in classes]
+    # 'femurscreen classify' marks rows it could not classify with status != ok: they carry no
+    # scores and are left out (and counted), rather than failing the whole evaluation.
+    i_status = header.index("status") if "status" in header else None
     true_class = []
     scores = np.empty((len(body), len(classes)))
+    kept = 0
     for k, row in enumerate(body):
         line = k + 2  # 1-based, after the header
         if len(row) != len(header):
             raise InputError(
                 f"line {line} has {len(row)} fields but the header has {len(header)}", "", path
             )
+        if i_status is not None and row[i_status].strip() not in ("", "ok"):
+            continue
         label = row[i_true].strip()
         if not label:
             raise InputError(
@@ -142,8 +149,18 @@ def read_predictions(path: str | Path) -> Predictions:
                     "give every case a finite score for every class",
                     path,
                 )
-            scores[k, j] = value
-    return Predictions(tuple(classes), np.array(true_class, dtype=object), scores)
+            scores[kept, j] = value
+        kept += 1
+    if kept == 0:
+        raise InputError(
+            "no row has status 'ok': nothing to evaluate", "classify some cases first", path
+        )
+    return Predictions(
+        tuple(classes),
+        np.array(true_class, dtype=object),
+        scores[:kept],
+        n_excluded=len(body) - kept,
+    )
 
 
 def _check_evaluable(pred: Predictions, path: str | Path | None) -> None:
@@ -224,6 +241,7 @@ def evaluate_predictions(pred: Predictions, path: str | Path | None = None) -> d
         "classes": report_classes,
         "confusion_matrix": {"classes": list(pred.classes), "matrix": matrix.tolist()},
         "n_cases": n_cases,
+        "n_excluded": pred.n_excluded,
         "accuracy": correct / n_cases,
         "accuracy_ci": _pair(stats.clopper_pearson(correct, n_cases)),
         "macro_auc": float(np.mean([c["auc"] for c in report_classes.values()])),
@@ -298,7 +316,12 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"One-vs-rest results, {report['n_cases']} cases "
-            "(sensitivity/specificity at each class's Youden-optimal threshold)",
+            + (
+                f"({report['n_excluded']} unclassified rows left out) "
+                if report.get("n_excluded")
+                else ""
+            )
+            + "(sensitivity/specificity at each class's Youden-optimal threshold)",
             _grid(youden),
             "",
             "At the argmax decision (predicted class = highest score)",
