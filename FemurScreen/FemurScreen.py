@@ -1,0 +1,644 @@
+"""FemurScreen: opportunistic osteoporosis screening on abdominal/pelvic CT in 3D Slicer.
+
+This file holds what Slicer needs to show the module: its description, the Qt widget and the
+self-test. The widget is thin: it wires the panel built from ``Resources/UI/FemurScreen.ui``
+to :class:`FemurScreenLib.logic.FemurScreenLogic`, which does every computation without Qt.
+"""
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from FemurScreenLib.logic import ENGINE_CHOICES, FemurScreenLogic, flag_words
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+DEMO_WARNING = _(
+    "The bone-status model shipped with FemurScreen is a DEMO model trained on synthetic "
+    "phantoms only. Its probabilities demonstrate the workflow and must not be used for any "
+    "clinical decision."
+)
+SAMPLE_CATEGORY = "FemurScreen"
+SAMPLES = (
+    # sample name, file in Resources/SampleData, thumbnail in Resources/Icons
+    ("FemurScreenCT", "totalseg_example_ct.nii.gz", "FemurScreenCT.png"),
+    ("FemurScreenPhantom", "femurscreen_phantom_ct.nii.gz", "FemurScreenPhantom.png"),
+)
+CLASS_COLORS = {"normal": "#2e8b57", "osteopenia": "#d08c00", "osteoporosis": "#c0392b"}
+
+
+#
+# FemurScreen
+#
+
+
+class FemurScreen(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("FemurScreen")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        self.parent.dependencies = ["Segmentations", "SampleData"]
+        self.parent.contributors = ["FemurScreen developers"]
+        self.parent.helpText = (
+            _(
+                "Screen an abdominal or pelvic CT for osteoporosis: segment the proximal femurs, "
+                "check and correct them in the embedded Segment Editor, and read the bone status "
+                "(normal / osteopenia / osteoporosis) of each side with its probabilities. "
+                "See the <a href='https://github.com/femurscreen/SlicerFemurScreen#readme'>"
+                "documentation</a>.<br><br><b>Warning:</b> "
+            )
+            + DEMO_WARNING
+        )
+        self.parent.acknowledgementText = _(
+            "FemurScreen uses pyradiomics (van Griethuysen et al., Cancer Research 2017) and "
+            "SimpleITK. The sample CT comes from the TotalSegmentator example data "
+            "(Wasserthal et al., Radiology: AI 2023; Apache-2.0)."
+        )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Offer the shipped CTs in the Sample Data module.
+
+    The sources are local ``file:`` URIs (made the way SampleData's own tests make them):
+    SampleData "downloads" them with urllib into its cache, checks the SHA256 and loads them.
+    """
+    import urllib.parse
+    import urllib.request
+
+    import SampleData
+
+    module_dir = os.path.dirname(__file__)
+    for name, file_name, thumbnail in SAMPLES:
+        path = os.path.join(module_dir, "Resources", "SampleData", file_name)
+        if not os.path.exists(path):
+            continue
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category=SAMPLE_CATEGORY,
+            sampleName=name,
+            thumbnailFileName=os.path.join(module_dir, "Resources", "Icons", thumbnail),
+            uris=urllib.parse.urljoin("file:", urllib.request.pathname2url(path)),
+            fileNames=file_name,
+            nodeNames=name,
+            checksums="SHA256:" + slicer.util.computeChecksum("SHA256", path),
+        )
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class FemurScreenParameterNode:
+    """What the user chose; saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    engine: Annotated[str, Choice(list(ENGINE_CHOICES))] = ENGINE_CHOICES[0]
+    segmentLeft: bool = True
+    segmentRight: bool = True
+    autoRecompute: bool = True
+
+
+#
+# FemurScreenWidget
+#
+
+
+class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: wiring only; every computation is in ``FemurScreenLogic``."""
+
+    POLL_MS = 300
+    RECOMPUTE_DELAY_MS = 1000
+    SEGMENTATION_EVENTS = (
+        slicer.vtkSegmentation.SourceRepresentationModified,
+        slicer.vtkSegmentation.SegmentAdded,
+        slicer.vtkSegmentation.SegmentRemoved,
+        slicer.vtkSegmentation.SegmentModified,
+    )
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._result = None
+        self._observedSegmentation = None
+        self._writingSegments = False
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FemurScreen.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self.logic = FemurScreenLogic()
+
+        # The editor node must exist before the editor gets the scene (as the Segment Editor
+        # module does), so that its automatic selections are stored in it.
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(
+            self._singleton("vtkMRMLSegmentEditorNode", "FemurScreenSegmentEditor")
+        )
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.probabilityPlotWidget.setMRMLPlotViewNode(
+            self._singleton("vtkMRMLPlotViewNode", "FemurScreenPlotView")
+        )
+        self.ui.progressBar.hide()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(self.POLL_MS)
+        self._pollTimer.connect("timeout()", self.onPollJob)
+        self._recomputeTimer = qt.QTimer()
+        self._recomputeTimer.setSingleShot(True)
+        self._recomputeTimer.setInterval(self.RECOMPUTE_DELAY_MS)
+        self._recomputeTimer.connect("timeout()", self.onAutoRecompute)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
+        self.ui.exportSegmentationButton.connect("clicked(bool)", self.onExportSegmentation)
+        self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
+        self.ui.exportJsonButton.connect("clicked(bool)", self.onExportJson)
+        self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.outputSegmentationSelector.connect(
+            "currentNodeChanged(vtkMRMLNode*)", self.onSegmentationSelected
+        )
+        self.ui.inputVolumeSelector.connect(
+            "currentNodeChanged(vtkMRMLNode*)", self.onVolumeSelected
+        )
+
+        if not self.logic.report_available():
+            self.ui.exportReportButton.toolTip = _(
+                "The HTML report needs femurscreen.report, which this installation lacks."
+            )
+        self._updateModelBanner()
+        self.initializeParameterNode()
+
+    def _singleton(self, className, tag):
+        node = slicer.mrmlScene.GetSingletonNode(tag, className)
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass(className)
+            node.UnRegister(None)
+            node.SetSingletonTag(tag)
+            node.SetName(tag)
+            node.SetHideFromEditors(True)
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+    def _updateModelBanner(self) -> None:
+        try:
+            summary = self.logic.model_summary()
+        except Exception as exc:  # the model or its packages are not installed yet
+            self.ui.demoBannerLabel.text = _(
+                "Bone-status model not available yet: {reason}"
+            ).format(reason=exc)
+            self.ui.demoBannerLabel.visible = True
+            return
+        self.ui.demoBannerLabel.visible = summary["demo"]
+        if summary["demo"]:
+            self.ui.demoBannerLabel.text = summary["demo_notice"] or DEMO_WARNING
+
+    def cleanup(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._job.cleanup()
+            self._job = None
+        self._pollTimer.stop()
+        self._recomputeTimer.stop()
+        self.removeObservers()
+
+    def onReload(self) -> None:
+        """Reload the Lib and core packages too (Slicer reloads only this file)."""
+        for name in list(sys.modules):
+            if name.startswith(("FemurScreenLib", "femurscreen")):
+                del sys.modules[name]
+        super().onReload()
+
+    # ------------------------------------------------------------------ parameter node
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+
+    def exit(self) -> None:
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons
+            )
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:
+            self._job.cancel()
+        self.setParameterNode(None)
+        self._observeSegmentation(None)
+        self._showResult(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(FemurScreenParameterNode(self.logic.getParameterNode()))
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons
+            )
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        running = self._job is not None
+        volume = p.inputVolume if p else None
+        segmentation = p.outputSegmentation if p else None
+        sides = bool(p and (p.segmentLeft or p.segmentRight))
+        self.ui.segmentButton.text = _("Cancel") if running else _("Segment")
+        self.ui.segmentButton.enabled = running or bool(volume and sides)
+        self.ui.segmentButton.toolTip = (
+            _("Stop the running segmentation")
+            if running
+            else _("Select a CT volume and at least one side")
+            if not (volume and sides)
+            else _("Segment the proximal femurs into a new segmentation")
+        )
+        self.ui.recomputeButton.enabled = bool(volume and segmentation) and not running
+        self.ui.exportSegmentationButton.enabled = bool(segmentation)
+        has_result = self._result is not None
+        self.ui.exportCsvButton.enabled = has_result
+        self.ui.exportJsonButton.enabled = has_result
+        self.ui.exportReportButton.enabled = has_result and self.logic.report_available()
+
+    def onVolumeSelected(self, node) -> None:
+        if node is not None:
+            self.ui.segmentEditorWidget.setSourceVolumeNode(node)
+
+    def onSegmentationSelected(self, node) -> None:
+        self.ui.segmentEditorWidget.setSegmentationNode(node)
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if node is not None and volume is not None:
+            self.ui.segmentEditorWidget.setSourceVolumeNode(volume)
+        self._observeSegmentation(node)
+        self._showResult(None)
+        # A segmentation from a saved scene or another run: show its results again.
+        if self._job is None and self.logic.has_femur_segments(node):
+            self.onSegmentsChanged()
+
+    # ------------------------------------------------------------------ segmentation
+
+    def addLog(self, text: str) -> None:
+        self.ui.logTextEdit.appendPlainText(text)
+        logging.info(text)
+
+    def onSegmentButton(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
+            return
+        p = self._parameterNode
+        sides = [s for s, on in (("left", p.segmentLeft), ("right", p.segmentRight)) if on]
+        if not self._ensureDependencies(p.engine):
+            return
+        target = self._targetSegmentation(p.outputSegmentation)
+        with slicer.util.tryWithErrorDisplay(
+            _("Could not start the segmentation."), waitCursor=True
+        ):
+            self._job = self.logic.start_segmentation(p.inputVolume, p.engine, sides)
+            self._jobTarget = target
+            self.ui.logTextEdit.clear()
+            self.addLog(" ".join(self._job.process.args))
+            self.ui.progressBar.setRange(0, 0)  # busy until the process reports a percentage
+            self.ui.progressBar.show()
+            self.ui.statusLabel.text = _("Segmenting...")
+            self._pollTimer.start()
+        self._updateButtons()
+
+    def _targetSegmentation(self, node):
+        """The node to overwrite, or None for a new one: never an edited node unless asked."""
+        if not self.logic.made_by_femurscreen(node):
+            return None
+        if not self.logic.is_edited(node):
+            return node
+        replace = slicer.util.confirmYesNoDisplay(
+            _(
+                "'{name}' was edited since FemurScreen created it. Replace its segments "
+                "with the new result?\n\nNo: keep it and write the result into a new "
+                "segmentation."
+            ).format(name=node.GetName()),
+            windowTitle=_("Edited segmentation"),
+        )
+        return node if replace else None
+
+    def onPollJob(self) -> None:
+        job = self._job
+        if job is None:
+            self._pollTimer.stop()
+            return
+        for line in job.poll():
+            if line.strip():
+                self.addLog(line)
+        if job.message:
+            self.ui.statusLabel.text = job.message
+        if job.progress > 0:
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.value = int(round(100 * job.progress))
+        if not job.finished:
+            return
+        self._pollTimer.stop()
+        self._job = None
+        self.ui.progressBar.hide()
+        if job.cancelled:
+            job.cleanup()
+            self.ui.statusLabel.text = _("Segmentation cancelled.")
+            self._updateButtons()
+            return
+        node = None
+        self._writingSegments = True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
+                node = self.logic.finish_segmentation(job, self._jobTarget)
+        finally:
+            self._writingSegments = False
+        if node is None:
+            self.ui.statusLabel.text = _("Segmentation failed; see the log.")
+            self._updateButtons()
+            return
+        self.ui.statusLabel.text = _(
+            "Segmented in {seconds:.0f} s. Check the segments, correct them if needed."
+        ).format(seconds=job.seconds)
+        self._parameterNode.outputSegmentation = node
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
+        self._recomputeTimer.stop()
+        self.onRecompute()
+
+    def _ensureDependencies(self, engine: str) -> bool:
+        from FemurScreenLib import dependencies
+
+        needed = dependencies.missing(dependencies.requirements_for(engine))
+        if not needed:
+            return True
+        try:
+            with slicer.util.WaitCursor():
+                restart = dependencies.install(
+                    needed,
+                    confirm=lambda text, details: slicer.util.confirmOkCancelDisplay(
+                        text, _("Install Python packages"), detailedText=details
+                    ),
+                    log_message=self.addLog,
+                )
+        except dependencies.InstallError as exc:
+            slicer.util.errorDisplay(
+                _("Required Python packages are missing: {error}").format(error=exc)
+            )
+            if exc.restart and slicer.util.confirmOkCancelDisplay(
+                _("Restart Slicer to finish the installation?")
+            ):
+                slicer.util.restart()
+            return False
+        if restart and slicer.util.confirmOkCancelDisplay(
+            _("Packages were upgraded. Restart Slicer now so that the new versions are used?")
+        ):
+            slicer.util.restart()
+        self._updateModelBanner()
+        return True
+
+    # ------------------------------------------------------------------ features and classes
+
+    def _observeSegmentation(self, node) -> None:
+        if self._observedSegmentation is not None:
+            for event in self.SEGMENTATION_EVENTS:
+                self.removeObserver(self._observedSegmentation, event, self.onSegmentsChanged)
+        self._observedSegmentation = node.GetSegmentation() if node is not None else None
+        if self._observedSegmentation is not None:
+            for event in self.SEGMENTATION_EVENTS:
+                self.addObserver(self._observedSegmentation, event, self.onSegmentsChanged)
+
+    def onSegmentsChanged(self, caller=None, event=None) -> None:
+        if self._writingSegments or self._job is not None:
+            return
+        if self._parameterNode and self._parameterNode.autoRecompute:
+            self._recomputeTimer.start()  # restarts: computes 1 s after the last edit
+
+    def onAutoRecompute(self) -> None:
+        if self._parameterNode and self._parameterNode.autoRecompute and self._job is None:
+            self.onRecompute()
+
+    def onRecompute(self) -> None:
+        p = self._parameterNode
+        if not (p and p.inputVolume and p.outputSegmentation):
+            return
+        result = None
+        with slicer.util.tryWithErrorDisplay(
+            _("Could not compute the bone status."), waitCursor=True
+        ):
+            result = self.logic.compute(p.inputVolume, p.outputSegmentation)
+        self._showResult(result)
+
+    def _showResult(self, result) -> None:
+        self._result = result
+        if result is None:
+            self.ui.leftResultLabel.text = _("Left femur: -")
+            self.ui.rightResultLabel.text = _("Right femur: -")
+            self.ui.resultsTableView.setMRMLTableNode(None)
+            self.ui.featuresTableView.setMRMLTableNode(None)
+            self._updateButtons()
+            return
+        for side, label in (("left", self.ui.leftResultLabel), ("right", self.ui.rightResultLabel)):
+            label.text = self._sideText(side, result.result.get(side) or {})
+        self.ui.resultsTableView.setMRMLTableNode(result.results_table)
+        self.ui.featuresTableView.setMRMLTableNode(result.features_table)
+        self.ui.probabilityPlotWidget.mrmlPlotViewNode().SetPlotChartNodeID(result.chart.GetID())
+        self.ui.demoBannerLabel.visible = result.demo
+        if result.overlap_voxels:
+            self.addLog(
+                _("{n} voxels belonged to both sides and were left out.").format(
+                    n=result.overlap_voxels
+                )
+            )
+        self._updateButtons()
+
+    @staticmethod
+    def _sideText(side: str, info: dict) -> str:
+        title = _("Left femur") if side == "left" else _("Right femur")
+        flags = "; ".join(flag_words(info.get("flags") or []))
+        if info.get("graded"):
+            predicted = info.get("predicted") or ""
+            p = (info.get("probabilities") or {}).get(predicted)
+            color = CLASS_COLORS.get(predicted, "#000000")
+            text = f"<b>{title}: <span style='color:{color}'>{predicted}</span></b>"
+            if p is not None:
+                text += f" (p = {p:.2f})"
+        else:
+            text = (
+                f"<b>{title}:</b> "
+                + _("not graded")
+                + f" - {info.get('reason') or info.get('status') or ''}"
+            )
+        if flags:
+            text += "<br><i>" + _("flags: ") + flags + "</i>"
+        return text
+
+    # ------------------------------------------------------------------ export
+
+    def _savePath(self, title: str, suggested: str, filters: str):
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), title, suggested, filters)
+        return path or None
+
+    def _suggest(self, suffix: str) -> str:
+        node = self._parameterNode.outputSegmentation
+        name = node.GetName() if node else "femurscreen"
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        return os.path.join(slicer.app.defaultScenePath, safe + suffix)
+
+    def onExportSegmentation(self) -> None:
+        path = self._savePath(
+            _("Save segmentation"), self._suggest(".seg.nrrd"), "Segmentation (*.seg.nrrd)"
+        )
+        if path:
+            with slicer.util.tryWithErrorDisplay(
+                _("Could not save the segmentation."), waitCursor=True
+            ):
+                self.addLog(
+                    _("Saved {path}").format(
+                        path=self.logic.export_segmentation(
+                            self._parameterNode.outputSegmentation, path
+                        )
+                    )
+                )
+
+    def onExportCsv(self) -> None:
+        path = self._savePath(_("Save table"), self._suggest(".csv"), "CSV (*.csv)")
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Could not save the table."), waitCursor=True):
+                self.addLog(
+                    _("Saved {path}").format(path=self.logic.export_csv(self._result, path))
+                )
+
+    def onExportJson(self) -> None:
+        path = self._savePath(_("Save result"), self._suggest(".json"), "JSON (*.json)")
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Could not save the result."), waitCursor=True):
+                self.addLog(
+                    _("Saved {path}").format(path=self.logic.export_json(self._result, path))
+                )
+
+    def onExportReport(self) -> None:
+        path = self._savePath(_("Save report"), self._suggest(".html"), "HTML (*.html)")
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Could not write the report."), waitCursor=True):
+                self.addLog(
+                    _("Saved {path}").format(path=self.logic.export_report(self._result, path))
+                )
+                qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(path))
+
+
+#
+# FemurScreenTest
+#
+
+
+class FemurScreenTest(ScriptedLoadableModuleTest):
+    """In-Slicer test: the Logic on the shipped sample CT, in this process and in a child."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_sample_ct_end_to_end()
+        self.setUp()
+        self.test_background_segmentation()
+
+    def _sampleVolume(self):
+        import SampleData
+
+        registerSampleData()
+        return SampleData.downloadSample("FemurScreenCT")
+
+    def _dependenciesMissing(self) -> bool:
+        from FemurScreenLib import dependencies
+
+        needed = dependencies.missing()
+        if needed:
+            self.delayDisplay(
+                "Skipped: missing packages " + ", ".join(str(m.requirement) for m in needed)
+            )
+        return bool(needed)
+
+    def test_sample_ct_end_to_end(self):
+        if self._dependenciesMissing():
+            return
+        self.delayDisplay("Segmenting the sample CT")
+        volume = self._sampleVolume()
+        logic = FemurScreenLogic()
+        segmentation = logic.process(volume)
+        names = {
+            segmentation.GetSegmentation().GetNthSegment(i).GetName()
+            for i in range(segmentation.GetSegmentation().GetNumberOfSegments())
+        }
+        self.assertEqual(names, {"Left proximal femur", "Right proximal femur"})
+        self.assertFalse(logic.is_edited(segmentation))
+
+        self.delayDisplay("Computing the bone status")
+        first = logic.compute(volume, segmentation)
+        self.assertTrue(any((first.result.get(s) or {}).get("graded") for s in ("left", "right")))
+        self.assertEqual(first.results_table.GetNumberOfRows(), 2)
+
+        self.delayDisplay("Editing a segment and recomputing")
+        side = next(s for s in ("right", "left") if first.result[s]["graded"])
+        segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName(
+            f"{side.capitalize()} proximal femur"
+        )
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)
+        rows = mask.any(axis=(1, 2)).nonzero()[0]
+        mask[rows[0] : rows[0] + max(1, len(rows) // 3)] = 0
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment_id, volume)
+        self.assertTrue(logic.is_edited(segmentation))
+        second = logic.compute(volume, segmentation)
+        self.assertNotEqual(first.rows, second.rows)
+        self.delayDisplay("Test passed")
+
+    def test_background_segmentation(self):
+        if self._dependenciesMissing():
+            return
+        self.delayDisplay("Segmenting in a background process")
+        volume = self._sampleVolume()
+        logic = FemurScreenLogic()
+        job = logic.start_segmentation(volume, sides=("right",))
+        job.wait(timeout=600)
+        segmentation = logic.finish_segmentation(job)
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+        self.delayDisplay("Test passed")

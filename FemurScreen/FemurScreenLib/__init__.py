@@ -1,0 +1,7 @@
+# ruff: noqa: N999 (Slicer names a module's helper package <ModuleName>Lib)
+"""Slicer-side code of the FemurScreen module that needs MRML but never Qt.
+
+``FemurScreen.py`` (the Qt widget) imports this package; this package imports the Slicer-free
+``femurscreen`` core. Nothing here imports ``qt`` or ``ctk``, so the Logic runs in Slicer's
+Python console, in the module's self-test and in pytest on ``slicer-core``.
+"""

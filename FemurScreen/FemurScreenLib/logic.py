@@ -1,0 +1,708 @@
+"""FemurScreen's Slicer logic: every computation the module offers, without Qt.
+
+The widget only wires buttons to these methods, so everything here runs the same in the Slicer
+GUI, in Slicer's Python console, in the module's self-test and in pytest on ``slicer-core``.
+
+- :meth:`FemurScreenLogic.process` segments a volume in this process (scripts, tests);
+  :meth:`~FemurScreenLogic.start_segmentation` / :meth:`~FemurScreenLogic.finish_segmentation`
+  do the same in a child process (``python -m femurscreen segment``), which the GUI uses so that
+  Slicer stays responsive and the run can be cancelled.
+- :meth:`FemurScreenLogic.compute` reads the (possibly edited) segments back on the CT grid,
+  extracts the model's features, classifies each graded side and fills tables and a bar chart.
+- ``export_*`` write the segmentation (``.seg.nrrd``), a CSV, the ``result.json`` and the HTML
+  report.
+
+Results follow the core's rules (:mod:`femurscreen.screening`): a side whose segmentation found
+a metal implant or a cut by the scan edge is not graded, and a demo model is labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+from femurscreen.errors import FemurScreenError, InputError
+from femurscreen.labels import CLASSES, SIDES
+
+from FemurScreenLib import segments as seg_io
+from FemurScreenLib import tables
+from FemurScreenLib.background import BackgroundProcess, python_executable
+from FemurScreenLib.volume_convert import volume_to_image
+
+log = logging.getLogger(__name__)
+
+MODULE_NAME = "FemurScreen"
+ALL_SIDES: tuple[str, ...] = ("left", "right")
+# The shipped classifier, under Resources/ (femurscreen.classifier.predict.DEMO_MODEL).
+DEMO_MODEL: tuple[str, ...] = ("Models", "classifier-demo")
+# Segmentation engines offered in the GUI (femurscreen.segmentation.ENGINES; "default" picks).
+ENGINE_CHOICES: tuple[str, ...] = ("default", "vbnet", "classical")
+CORE_DIR = Path(__file__).resolve().parents[1]  # the folder that holds the femurscreen package
+
+# Node attribute (JSON) with what the segmentation run reported: engine and per-side status.
+SEGMENTATION_INFO_ATTRIBUTE = "FemurScreen.SegmentationInfo"
+# References from the segmentation node to its outputs, saved with the scene.
+REF_FEATURES = "FemurScreenFeatures"
+REF_RESULTS = "FemurScreenResults"
+REF_PROBABILITIES = "FemurScreenProbabilities"
+REF_CHART = "FemurScreenChart"
+
+
+@dataclass
+class SideInfo:
+    """What the segmentation said about one side (duck-types the core's ``SideResult``)."""
+
+    status: str = "ok"
+    flags: list[str] = field(default_factory=list)
+    volume_ml: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "flags": list(self.flags), "volume_ml": self.volume_ml}
+
+    @classmethod
+    def of(cls, side: Any) -> SideInfo:
+        if side is None:
+            return cls(status="not_found")
+        if isinstance(side, dict):
+            return cls(
+                status=str(side.get("status", "ok")),
+                flags=[str(f) for f in side.get("flags") or []],
+                volume_ml=_number(side.get("volume_ml")),
+            )
+        return cls(
+            status=str(side.status),
+            flags=[str(f) for f in side.flags],
+            volume_ml=_number(side.volume_ml),
+        )
+
+
+@dataclass
+class ScreeningResult:
+    """Everything one compute produced: the core-format result and the MRML nodes showing it."""
+
+    result: dict  # same schema as femurscreen.screening.screen's result.json
+    rows: list[dict]  # feature rows (one per graded side)
+    ct: sitk.Image
+    labels: sitk.Image
+    features_table: Any
+    results_table: Any
+    probabilities_table: Any
+    chart: Any
+    overlap_voxels: int = 0
+    seconds: float = 0.0
+
+    @property
+    def demo(self) -> bool:
+        return bool(self.result.get("demo"))
+
+    def side_rows(self) -> list[dict]:
+        """One summary row per side (the columns of the batch summary CSV)."""
+        return [
+            summary_row(self.result.get("case", ""), s, self.result.get(s) or {}) for s in SIDES
+        ]
+
+
+class SegmentationJob:
+    """A segmentation running in a child process; poll it from a timer, then finish it."""
+
+    PROGRESS = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+    def __init__(
+        self,
+        volume_node_id: str,
+        engine: str,
+        sides: tuple[str, ...],
+        temp_dir: Path,
+        process: BackgroundProcess,
+    ) -> None:
+        self.volume_node_id = volume_node_id
+        self.engine = engine
+        self.sides = sides
+        self.temp_dir = temp_dir
+        self.input_path = temp_dir / "input.nrrd"
+        self.output_path = temp_dir / "labels.nrrd"
+        self.process = process
+        self.progress = 0.0  # 0..1 when the child reports percentages
+        self.message = ""
+
+    def poll(self) -> list[str]:
+        """New output lines; updates ``progress`` and ``message`` from the child's stderr."""
+        texts = []
+        for line in self.process.poll():
+            if line.stream == "stderr" and line.text.strip():
+                self.message = line.text.strip()
+                match = self.PROGRESS.search(line.text)
+                if match:
+                    self.progress = min(1.0, float(match.group(1)) / 100.0)
+            texts.append(line.text)
+        return texts
+
+    @property
+    def finished(self) -> bool:
+        return self.process.finished
+
+    @property
+    def cancelled(self) -> bool:
+        return self.process.cancelled
+
+    @property
+    def succeeded(self) -> bool:
+        return self.process.returncode == 0 and self.output_path.exists()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.process.started_at
+
+    def error_message(self) -> str:
+        """The child's own error line (our CLI prints 'femurscreen segment: error: ...')."""
+        lines = [s for s in self.process.stderr.splitlines() if s.strip()]
+        for text in reversed(lines):
+            if ": error:" in text:
+                return text.split(": error:", 1)[1].strip()
+        tail = "\n".join(lines[-5:])
+        return f"segmentation process exited with code {self.process.returncode}" + (
+            f":\n{tail}" if tail else ""
+        )
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout)
+
+    def cancel(self) -> None:
+        self.process.cancel()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class FemurScreenLogic:
+    """Segment, measure and classify proximal femurs of a CT volume in a MRML scene."""
+
+    def __init__(self, scene=None, model_dir: str | Path | None = None) -> None:
+        self._scene = scene
+        self.model_dir = model_dir
+        self._model = None
+        self._model_key: str | None = None
+
+    @property
+    def scene(self):
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    # ------------------------------------------------------------------ parameter node
+
+    def getParameterNode(self):
+        """The module's singleton ``vtkMRMLScriptedModuleNode`` (as ScriptedLoadableModuleLogic
+        makes it; here without Qt so that the Logic stays importable everywhere)."""
+        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = self.scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetName(self.scene.GenerateUniqueName(MODULE_NAME))
+            node.SetAttribute("ModuleName", MODULE_NAME)
+            node = self.scene.AddNode(node)
+        elif node.GetAttribute("ModuleName") != MODULE_NAME:
+            node.SetAttribute("ModuleName", MODULE_NAME)
+        return node
+
+    # ------------------------------------------------------------------ segmentation
+
+    def process(
+        self,
+        volume_node,
+        engine: str = "default",
+        sides: Sequence[str] = ALL_SIDES,
+        segmentation_node=None,
+        progress: Callable[..., None] | None = None,
+    ):
+        """Segment in this process and write a segmentation node (new unless one is given)."""
+        from femurscreen.segmentation import segment
+
+        sides = _check_sides(sides)
+        image = volume_to_image(volume_node)
+        result = segment(image, engine=engine, progress=progress)
+        labels = sitk.GetArrayFromImage(result.labels)
+        info = {
+            "engine": str(getattr(result, "engine", engine)),
+            "sides": {s: SideInfo.of(result.sides.get(s)).as_dict() for s in SIDES},
+        }
+        return self.apply_labels(volume_node, labels, sides, info, segmentation_node)
+
+    def start_segmentation(
+        self, volume_node, engine: str = "default", sides: Sequence[str] = ALL_SIDES
+    ) -> SegmentationJob:
+        """Write the volume to a temporary NRRD and segment it in a child process."""
+        sides = _check_sides(sides)
+        temp_dir = Path(tempfile.mkdtemp(prefix="FemurScreen-"))
+        try:
+            input_path = temp_dir / "input.nrrd"
+            sitk.WriteImage(volume_to_image(volume_node), str(input_path), False)
+            args = [
+                python_executable(),
+                "-m",
+                "femurscreen",
+                "segment",
+                str(input_path),
+                "--out",
+                str(temp_dir / "labels.nrrd"),
+                "--engine",
+                engine,
+                "--json",
+            ]
+            process = BackgroundProcess(args, env=child_environment(), cwd=str(temp_dir)).start()
+        except Exception:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        log.info("FemurScreen: started %s", " ".join(args))
+        return SegmentationJob(volume_node.GetID(), engine, sides, temp_dir, process)
+
+    def finish_segmentation(self, job: SegmentationJob, segmentation_node=None):
+        """Turn a finished job's label file into segments; raises with the child's message."""
+        from femurscreen.labelio import read_labels
+
+        try:
+            job.poll()
+            if job.cancelled:
+                raise FemurScreenError("segmentation was cancelled")
+            if not job.succeeded:
+                raise FemurScreenError(job.error_message())
+            volume_node = self.scene.GetNodeByID(job.volume_node_id)
+            if volume_node is None:
+                raise InputError(
+                    "the volume was removed from the scene while it was being segmented",
+                    "load the CT again and press Segment",
+                )
+            report = _parse_json(job.process.stdout)
+            labels = sitk.GetArrayFromImage(read_labels(job.output_path))
+            sides_report = report.get("sides") if isinstance(report.get("sides"), dict) else {}
+            info = {
+                "engine": str(report.get("engine") or job.engine),
+                "sides": {s: SideInfo.of(sides_report.get(s)).as_dict() for s in SIDES},
+            }
+            return self.apply_labels(volume_node, labels, job.sides, info, segmentation_node)
+        finally:
+            job.cleanup()
+
+    def new_segmentation_node(self, volume_node):
+        """An empty segmentation named after the volume, beside it in the data tree."""
+        node = self.scene.AddNewNodeByClass(
+            "vtkMRMLSegmentationNode",
+            self.scene.GenerateUniqueName(f"{volume_node.GetName()} femur"),
+        )
+        node.CreateDefaultDisplayNodes()
+        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+        if sh is not None:  # same study folder as the volume, when the data tree has both
+            volume_item = sh.GetItemByDataNode(volume_node)
+            node_item = sh.GetItemByDataNode(node)
+            if sh.GetInvalidItemID() not in (volume_item, node_item):
+                sh.SetItemParent(node_item, sh.GetItemParent(volume_item))
+        return node
+
+    def apply_labels(
+        self, volume_node, labels: np.ndarray, sides, info: dict, segmentation_node=None
+    ):
+        """Write a 0/1/2 label array (on the volume's grid) into a segmentation node."""
+        labels = np.asarray(labels)
+        dims = volume_node.GetImageData().GetDimensions()
+        if labels.shape != tuple(dims[::-1]):
+            raise InputError(
+                f"the label map has {labels.shape[::-1]} voxels, the volume "
+                f"'{volume_node.GetName()}' has {tuple(dims)}",
+                "segment this volume again",
+            )
+        sides = _check_sides(sides)
+        keep = [seg_io.SEGMENTS[s].label for s in sides]
+        kept = np.where(np.isin(labels, keep), labels, 0).astype(np.uint8)
+        node = segmentation_node or self.new_segmentation_node(volume_node)
+        was_modifying = node.StartModify()
+        try:
+            seg_io.write_segments(node, kept, volume_node, sides)
+            info = dict(info)
+            info["requested_sides"] = list(sides)
+            node.SetAttribute(SEGMENTATION_INFO_ATTRIBUTE, json.dumps(info))
+            node.SetAttribute(seg_io.CREATED_BY_ATTRIBUTE, f"FemurScreen {info.get('engine', '')}")
+            self.mark_unedited(node, volume_node)
+        finally:
+            node.EndModify(was_modifying)
+        return node
+
+    # ------------------------------------------------------------------ edit tracking
+
+    def mark_unedited(self, segmentation_node, volume_node=None) -> None:
+        """Remember the segments' content so that later edits can be detected."""
+        volume_node = volume_node or self.reference_volume(segmentation_node)
+        labels = seg_io.read_labels(segmentation_node, volume_node).labels
+        segmentation_node.SetAttribute(seg_io.CONTENT_HASH_ATTRIBUTE, seg_io.labels_hash(labels))
+
+    def is_edited(self, segmentation_node) -> bool:
+        """True when the segments differ from what FemurScreen last wrote (or it never did)."""
+        stored = segmentation_node.GetAttribute(seg_io.CONTENT_HASH_ATTRIBUTE)
+        volume_node = self.reference_volume(segmentation_node)
+        if not stored or volume_node is None:
+            return True
+        labels = seg_io.read_labels(segmentation_node, volume_node).labels
+        return seg_io.labels_hash(labels) != stored
+
+    @staticmethod
+    def reference_volume(segmentation_node):
+        return segmentation_node.GetNodeReference(
+            segmentation_node.GetReferenceImageGeometryReferenceRole()
+        )
+
+    @staticmethod
+    def made_by_femurscreen(segmentation_node) -> bool:
+        """Whether FemurScreen wrote this segmentation (it then carries its run's info)."""
+        return segmentation_node is not None and bool(
+            segmentation_node.GetAttribute(SEGMENTATION_INFO_ATTRIBUTE)
+        )
+
+    @staticmethod
+    def has_femur_segments(segmentation_node) -> bool:
+        """Whether the node holds a segment FemurScreen can read as a left or right femur."""
+        return segmentation_node is not None and bool(seg_io.side_segment_ids(segmentation_node))
+
+    @staticmethod
+    def segmentation_info(segmentation_node) -> dict:
+        text = segmentation_node.GetAttribute(SEGMENTATION_INFO_ATTRIBUTE)
+        info = _parse_json(text or "")
+        info.setdefault("engine", "manual")
+        info.setdefault("sides", {})
+        return info
+
+    # ------------------------------------------------------------------ features + classes
+
+    def model(self):
+        """The verified classifier (loaded once; reloaded when ``model_dir`` changes)."""
+        from femurscreen.classifier import load_model
+
+        folder = self.model_dir_path()
+        if self._model is None or self._model_key != str(folder):
+            self._model = load_model(folder)
+            self._model_key = str(folder)
+        return self._model
+
+    def model_dir_path(self) -> Path:
+        from femurscreen.resources import resource_dir
+
+        return Path(self.model_dir) if self.model_dir else resource_dir().joinpath(*DEMO_MODEL)
+
+    def model_summary(self) -> dict:
+        """Demo flag, notice and feature list of the classifier, for the GUI banner.
+
+        Reads only the manifest (JSON), so opening the module imports no scikit-learn; the
+        model itself is verified and loaded by :meth:`model` when results are computed.
+        """
+        folder = self.model_dir_path()
+        path = folder / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FemurScreenError(
+                f"the classifier manifest cannot be read ({exc})",
+                "reinstall FemurScreen or choose another model folder",
+                path=path,
+            ) from exc
+        demo = bool(manifest.get("demo", True))
+        return {
+            "demo": demo,
+            "demo_notice": manifest.get("demo_notice") if demo else None,
+            "features": [str(f) for f in manifest.get("features") or []],
+            "path": str(folder),
+        }
+
+    def compute(self, volume_node, segmentation_node) -> ScreeningResult:
+        """Features and bone-status probabilities of the segments as they are now."""
+        import pandas as pd
+        from femurscreen import screening
+        from femurscreen.classifier import classify
+        from femurscreen.features import DENSITY_KEYS, extract_case_features
+
+        started = time.perf_counter()
+        ct = volume_to_image(volume_node)
+        masks = seg_io.read_labels(segmentation_node, volume_node)
+        labels = sitk.GetImageFromArray(masks.labels)
+        labels.CopyInformation(ct)
+        info = self.segmentation_info(segmentation_node)
+        voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
+        sides: dict[str, SideInfo | None] = {}
+        for side in SIDES:
+            if side not in masks.segment_ids:
+                sides[side] = None
+                continue
+            found = SideInfo.of(info["sides"].get(side) or {"status": "ok"})
+            count = int((masks.labels == seg_io.SEGMENTS[side].label).sum())
+            found.volume_ml = round(count * voxel_ml, 3)
+            if count == 0:
+                found.status = "not_found"
+            sides[side] = found
+        if all(s is None or s.status == "not_found" for s in sides.values()):
+            raise InputError(
+                f"segmentation '{segmentation_node.GetName()}' has no left or right femur voxels",
+                "press Segment, or paint the femur in the Segment Editor (segment names must "
+                "say 'left' or 'right')",
+            )
+        model = self.model()
+        case = screening.fingerprint(ct)
+        graded = tuple(
+            s for s, v in sides.items() if v is not None and v.status in screening.GRADED_STATUSES
+        )
+        rows: list[dict] = []
+        predictions: dict[str, dict] = {}
+        if graded:
+            rows = extract_case_features(
+                ct,
+                labels,
+                case_id=case,
+                only=list(dict.fromkeys([*model.features, *DENSITY_KEYS])),
+                sides=graded,
+            )
+            out = classify(pd.DataFrame(rows), model)
+            predictions = {str(r["side"]): r for r in out.to_dict(orient="records")}
+        build = getattr(screening, "build_result", None) or screening._build_result
+        result = build(
+            label=case,
+            ct=ct,
+            seg=SimpleNamespace(engine=info["engine"]),
+            sides=sides,
+            rows=rows,
+            predictions=predictions,
+            model=model,
+            engine=info["engine"],
+        )
+        # Provenance: whether a person changed the segments after FemurScreen wrote them.
+        stored = segmentation_node.GetAttribute(seg_io.CONTENT_HASH_ATTRIBUTE)
+        result["models"]["segmentation"].update(
+            source="3D Slicer (FemurScreen module)",
+            edited_in_slicer=stored is None or seg_io.labels_hash(masks.labels) != stored,
+        )
+        seconds = time.perf_counter() - started
+        result["timing_s"] = {"compute": round(seconds, 3)}
+        nodes = self._show(segmentation_node, rows, result)
+        return ScreeningResult(
+            result=result,
+            rows=rows,
+            ct=ct,
+            labels=labels,
+            overlap_voxels=masks.overlap_voxels,
+            seconds=seconds,
+            **nodes,
+        )
+
+    def _show(self, segmentation_node, rows: list[dict], result: dict) -> dict:
+        """Fill (or create) the tables and chart referenced by the segmentation node."""
+        scene = self.scene
+        base = segmentation_node.GetName()
+
+        def ref(role):
+            return segmentation_node.GetNodeReference(role)
+
+        features = tables.features_table(scene, rows, ref(REF_FEATURES), f"{base} features")
+        results = tables.results_table(
+            scene, [display_row(s, result.get(s) or {}) for s in SIDES], ref(REF_RESULTS),
+            f"{base} results",
+        )  # fmt: skip
+        graded = [
+            display_row(s, result.get(s) or {}) for s in SIDES if result.get(s, {}).get("graded")
+        ]
+        probabilities, chart = tables.probability_chart(
+            scene, graded, ref(REF_PROBABILITIES), ref(REF_CHART), f"{base} probabilities"
+        )
+        for role, node in (
+            (REF_FEATURES, features),
+            (REF_RESULTS, results),
+            (REF_PROBABILITIES, probabilities),
+            (REF_CHART, chart),
+        ):
+            segmentation_node.SetNodeReferenceID(role, node.GetID())
+        return {
+            "features_table": features,
+            "results_table": results,
+            "probabilities_table": probabilities,
+            "chart": chart,
+        }
+
+    # ------------------------------------------------------------------ export
+
+    def export_segmentation(self, segmentation_node, path: str | Path) -> Path:
+        """Write the segmentation as Slicer's ``.seg.nrrd`` (names, colours, terminology)."""
+        from femurscreen.atomic import atomic_path
+
+        path = Path(path)
+        if not path.name.endswith(".seg.nrrd"):
+            raise InputError("a segmentation file name must end with .seg.nrrd", path=path)
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        with atomic_path(path) as tmp:
+            storage.SetFileName(str(tmp))
+            if not storage.WriteData(segmentation_node):
+                raise FemurScreenError("Slicer could not write the segmentation", path=path)
+        return path
+
+    def export_csv(self, screening_result: ScreeningResult, path: str | Path) -> Path:
+        """One row per side: the batch summary columns followed by the features."""
+        import pandas as pd
+        from femurscreen.atomic import atomic_path
+
+        by_side = {str(r.get("side")): r for r in screening_result.rows}
+        rows = []
+        for row in screening_result.side_rows():
+            features = by_side.get(row["side"], {})
+            rows.append(
+                {**row, **{k: v for k, v in features.items() if k not in row and k != "error"}}
+            )
+        with atomic_path(path) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        return Path(path)
+
+    def export_json(self, screening_result: ScreeningResult, path: str | Path) -> Path:
+        """The result in the CLI's ``result.json`` format."""
+        from femurscreen.atomic import write_text
+
+        text = json.dumps(json_safe(screening_result.result), indent=2, ensure_ascii=False)
+        return write_text(path, text + "\n")
+
+    @staticmethod
+    def report_available() -> bool:
+        try:
+            from femurscreen.report import write_report  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def export_report(self, screening_result: ScreeningResult, path: str | Path) -> Path:
+        """The self-contained HTML report (the same as ``femurscreen screen`` writes)."""
+        from femurscreen.report import write_report
+
+        return write_report(
+            screening_result.result, screening_result.ct, screening_result.labels, path
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def child_environment() -> dict[str, str]:
+    """Environment of the segmentation process: Slicer's start-up environment (as
+    ``slicer.util.launchConsoleProcess`` uses) plus the module folder on PYTHONPATH."""
+    env = None
+    util = getattr(slicer, "util", None)
+    if hasattr(slicer, "app") and util is not None and hasattr(util, "startupEnvironment"):
+        try:
+            env = dict(util.startupEnvironment())
+        except Exception:  # pragma: no cover - Slicer without a launcher environment
+            env = None
+    if env is None:
+        env = dict(os.environ)
+    paths = [str(CORE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _check_sides(sides: Sequence[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(str(s).lower() for s in sides))
+    unknown = [s for s in chosen if s not in SIDES]
+    if unknown or not chosen:
+        raise InputError(
+            f"unknown or no side(s) {unknown or list(chosen)}", "choose 'left' and/or 'right'"
+        )
+    return chosen
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_json(text: str) -> dict:
+    """The JSON object in a process's stdout (ignoring any lines printed before it)."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    start = text.find("{")
+    try:
+        data = json.loads(text[start:]) if start >= 0 else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types (NaN/inf -> null, numpy scalars -> Python)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def summary_row(case: str, side: str, info: dict) -> dict:
+    """The batch summary CSV's columns for one side of a core-format result."""
+    probabilities = info.get("probabilities") or {}
+    row: dict[str, Any] = {
+        "case_id": case,
+        "side": side,
+        "status": str(info.get("status") or ""),
+        "predicted": info.get("predicted") or "",
+    }
+    for cls in CLASSES:
+        row[f"p_{cls}"] = probabilities.get(cls)
+    row.update(
+        volume_ml=info.get("volume_ml"),
+        flags=";".join(info.get("flags") or []),
+        error=(info.get("reason") or "") if info.get("status") == "error" else "",
+        applicable=info.get("applicable"),
+        graded=bool(info.get("graded")),
+    )
+    return row
+
+
+def flag_words(flags: Sequence[str]) -> list[str]:
+    """Plain-words explanation of segmentation/grading flags (the core's wording)."""
+    try:
+        from femurscreen.segmentation.flags import FLAG_HELP
+    except ImportError:  # pragma: no cover - an older core without the help table
+        FLAG_HELP = {}
+    extra = {
+        "outside_training_distribution": "outside the training data: probabilities unreliable",
+        "feature_error": "features could not be computed",
+        "classification_error": "could not be classified",
+    }
+    return [FLAG_HELP.get(f) or extra.get(f) or f.replace("_", " ") for f in flags]
+
+
+def display_row(side: str, info: dict) -> dict:
+    """What the results table shows for one side."""
+    probabilities = info.get("probabilities") or {}
+    note = info.get("reason") or info.get("reliability") or ""
+    return {
+        "side": side,
+        "status": info.get("status") or "",
+        "predicted": info.get("predicted") or "",
+        **{f"p_{c}": probabilities.get(c) for c in CLASSES},
+        "applicable": info.get("applicable"),
+        "volume_ml": info.get("volume_ml"),
+        "flags": ", ".join(info.get("flags") or []),
+        "note": note,
+    }

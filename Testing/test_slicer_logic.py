@@ -1,0 +1,643 @@
+"""The Slicer-side Logic (FemurScreenLib) on Slicer's real MRML core (``slicer-core``).
+
+Every node, storage node, terminology and segmentation call here is Slicer's own C++ class; the
+only set-up is registering the real module logics in a real application logic (slicer_harness).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "FemurScreen"))  # FemurScreenLib, as Slicer puts it on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+vtk = pytest.importorskip("vtk")
+
+from femurscreen.labels import CLASSES, LEFT, RIGHT, SIDE_COLORS  # noqa: E402
+from FemurScreenLib import segments as seg_io  # noqa: E402
+from FemurScreenLib import tables, volume_convert  # noqa: E402
+from FemurScreenLib.background import BackgroundProcess  # noqa: E402
+from FemurScreenLib.logic import ENGINE_CHOICES, FemurScreenLogic  # noqa: E402
+from slicer_harness import start_slicer_core  # noqa: E402
+
+
+def _core_has(module: str, name: str) -> bool:
+    """Whether a core API the Logic calls has landed (other helpers write it in parallel)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return False
+    if spec is None:
+        return False
+    mod = importlib.import_module(module)
+    try:
+        getattr(mod, name)
+    except (AttributeError, ImportError):
+        return False
+    return True
+
+
+def _model_available() -> bool:
+    if not _core_has("femurscreen.classifier", "default_model_dir"):
+        return False
+    from femurscreen.classifier import default_model_dir
+
+    try:
+        return (default_model_dir() / "manifest.json").exists()
+    except Exception:
+        return False
+
+
+needs_segmentation = pytest.mark.skipif(
+    not _core_has("femurscreen.segmentation", "segment"),
+    reason="femurscreen.segmentation.segment has not landed yet (issue: core segmentation)",
+)
+needs_model = pytest.mark.skipif(
+    not _model_available(),
+    reason="the shipped classifier (Resources/Models/classifier-demo) has not landed yet",
+)
+needs_segment_verb = pytest.mark.skipif(
+    not (ROOT / "FemurScreen" / "femurscreen" / "cli" / "segment.py").exists(),
+    reason="the 'femurscreen segment' verb has not landed yet",
+)
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def core():
+    return start_slicer_core()
+
+
+@pytest.fixture
+def scene(core):
+    yield core.activate().scene
+    core.close()
+
+
+def _load_volume(scene, path: Path, name: str = "ct"):
+    """Read a file into a scalar volume node with Slicer's own reader."""
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(volume), f"Slicer could not read {path}"
+    return volume
+
+
+def _lps_corners(image: sitk.Image) -> np.ndarray:
+    size = image.GetSize()
+    return np.array(
+        [
+            image.TransformIndexToPhysicalPoint((i, j, k))
+            for i in (0, size[0] - 1)
+            for j in (0, size[1] - 1)
+            for k in (0, size[2] - 1)
+        ]
+    )
+
+
+def _assert_same_world_image(actual: sitk.Image, expected: sitk.Image) -> None:
+    """Same voxels at the same world positions, whatever the voxel order.
+
+    Slicer's reader may reorder a mirrored (left-handed) grid into a right-handed one, so the
+    arrays are compared after mapping one onto the other's grid (the voxel centres coincide,
+    so nearest-neighbour resampling is exact).
+    """
+    assert actual.GetSize() == expected.GetSize()
+    np.testing.assert_allclose(
+        np.sort(np.round(_lps_corners(actual), 4), axis=0),
+        np.sort(np.round(_lps_corners(expected), 4), axis=0),
+        atol=1e-3,
+    )
+    mapped = sitk.Resample(actual, expected, sitk.Transform(), sitk.sitkNearestNeighbor, -9999)
+    assert np.array_equal(sitk.GetArrayViewFromImage(mapped), sitk.GetArrayViewFromImage(expected))
+
+
+def _oblique_image(flip: bool) -> sitk.Image:
+    """A small image with a rotated (and optionally mirrored) direction and a gradient."""
+    rng = np.random.default_rng(3)
+    array = rng.integers(-1000, 1500, size=(7, 9, 11)).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    a, b = math.radians(25), math.radians(-10)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    direction = rz @ rx
+    if flip:
+        direction = direction @ np.diag([1.0, -1.0, 1.0])  # a left-handed (mirrored) grid
+    image.SetDirection(tuple(direction.ravel()))
+    image.SetSpacing((0.7, 1.3, 2.5))
+    image.SetOrigin((12.5, -40.25, 301.0))
+    return image
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def test_real_ct_converts_exactly_both_ways(scene, real_ct_path):
+    volume = _load_volume(scene, real_ct_path)
+    reference = sitk.ReadImage(str(real_ct_path))
+
+    image = volume_convert.volume_to_image(volume)
+    assert image.GetSize() == reference.GetSize()
+    np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
+    assert np.array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(reference))
+
+    back = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "back")
+    volume_convert.image_to_volume(image, back)
+    np.testing.assert_allclose(
+        volume_convert.ijk_to_ras(back), volume_convert.ijk_to_ras(volume), atol=1e-6
+    )
+    assert np.array_equal(volume_convert.volume_array(back), volume_convert.volume_array(volume))
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["oblique", "oblique-mirrored"])
+def test_oblique_geometry_agrees_with_slicer_reader_and_writer(scene, tmp_path, flip):
+    image = _oblique_image(flip)
+    path = tmp_path / "oblique.nrrd"
+    sitk.WriteImage(image, str(path))
+
+    # Slicer's reader -> our conversion gives back the file's voxels and world corners.
+    volume = _load_volume(scene, path)
+    converted = volume_convert.volume_to_image(volume)
+    _assert_same_world_image(converted, image)
+
+    # The corners in RAS from Slicer's own IJK-to-RAS matrix are the LPS corners, x/y negated.
+    ras = volume_convert.corner_points_world(volume_convert.ijk_to_ras(volume), image.GetSize())
+    np.testing.assert_allclose(ras * [-1, -1, 1], _lps_corners(converted), atol=1e-4)
+
+    # Our conversion -> a new node -> Slicer's writer -> SimpleITK: the same image again.
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "written")
+    volume_convert.image_to_volume(image, node)
+    out = tmp_path / "written.nrrd"
+    writer = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    writer.SetFileName(str(out))
+    assert writer.WriteData(node)
+    _assert_same_world_image(sitk.ReadImage(str(out)), image)
+    # A node made by our conversion holds the image's own voxel order and directions.
+    np.testing.assert_allclose(
+        volume_convert.ijk_to_ras(node)[:3, :3] / image.GetSpacing(),
+        np.diag([-1, -1, 1]) @ np.array(image.GetDirection()).reshape(3, 3),
+        atol=1e-9,
+    )
+
+
+def test_vector_volume_is_refused_with_advice(scene):
+    volume = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    data = vtk.vtkImageData()
+    data.SetDimensions(4, 4, 4)
+    data.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    volume.SetAndObserveImageData(data)
+    from femurscreen.errors import InputError
+
+    with pytest.raises(InputError, match="grey-scale CT"):
+        volume_convert.volume_to_image(volume)
+
+
+# ---------------------------------------------------------------------------- segments
+
+
+def _box_labels(shape) -> np.ndarray:
+    labels = np.zeros(shape, dtype=np.uint8)
+    k, j, i = shape
+    labels[k // 4 : k // 2, j // 3 : 2 * j // 3, i // 10 : i // 3] = RIGHT  # low i = patient right
+    labels[k // 4 : k // 2, j // 3 : 2 * j // 3, 2 * i // 3 : 9 * i // 10] = LEFT
+    return labels
+
+
+def _segmentation_with_boxes(scene, volume, sides=("left", "right")):
+    logic = FemurScreenLogic(scene)
+    labels = _box_labels(volume_convert.volume_array(volume).shape)
+    info = {"engine": "test", "sides": {s: {"status": "ok", "flags": []} for s in sides}}
+    node = logic.apply_labels(volume, labels, sides, info)
+    return logic, node, labels
+
+
+def test_segments_are_named_coloured_and_coded(scene, real_ct_path):
+    volume = _load_volume(scene, real_ct_path)
+    _, node, labels = _segmentation_with_boxes(scene, volume)
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    for side, code in (("left", "7771000"), ("right", "24028007")):
+        segment = segmentation.GetSegment(seg_io.SEGMENTS[side].segment_id)
+        assert segment.GetName() == f"{side.capitalize()} proximal femur"
+        np.testing.assert_allclose(segment.GetColor(), SIDE_COLORS[side], atol=1e-6)
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(
+            segment.GetTerminology(), entry
+        )
+        assert entry.GetTerminologyContextName() == seg_io.TERMINOLOGY_CONTEXT
+        assert entry.GetCategoryObject().GetCodeValue() == "123037004"
+        assert entry.GetTypeObject().GetCodingSchemeDesignator() == "SCT"
+        assert entry.GetTypeObject().GetCodeValue() == "71341001"
+        assert entry.GetTypeModifierObject().GetCodeValue() == code
+        assert seg_io.segment_side(segment) == side
+    # The segments are exactly the label map, read back on the CT grid.
+    read = seg_io.read_labels(node, volume)
+    assert np.array_equal(read.labels, labels)
+    assert read.overlap_voxels == 0
+    assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is volume
+
+
+def test_only_requested_sides_become_segments(scene, real_ct_path):
+    volume = _load_volume(scene, real_ct_path)
+    _, node, labels = _segmentation_with_boxes(scene, volume, sides=("right",))
+    assert node.GetSegmentation().GetNumberOfSegments() == 1
+    read = seg_io.read_labels(node, volume)
+    assert np.array_equal(read.labels, np.where(labels == RIGHT, RIGHT, 0))
+
+
+def test_user_made_segments_are_recognised_by_terminology_or_name(scene, real_ct_path):
+    volume = _load_volume(scene, real_ct_path)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "manual")
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    labels = _box_labels(volume_convert.volume_array(volume).shape)
+    by_name = node.AddSegmentFromBinaryLabelmapRepresentation(
+        seg_io.oriented_mask(labels == LEFT, volume), "left femur (redrawn)", (1.0, 0.0, 0.0)
+    )
+    by_code = node.AddSegmentFromBinaryLabelmapRepresentation(
+        seg_io.oriented_mask(labels == RIGHT, volume), "Segment_2", (0.0, 1.0, 0.0)
+    )
+    node.GetSegmentation().GetSegment(by_code).SetTerminology(seg_io.terminology_entry("right"))
+    node.GetSegmentation().AddEmptySegment("", "bladder")
+    assert seg_io.side_segment_ids(node) == {"left": [by_name], "right": [by_code]}
+    assert np.array_equal(seg_io.read_labels(node, volume).labels, labels)
+
+
+def test_edits_through_slicer_util_are_detected_and_read_back(scene, real_ct_path):
+    volume = _load_volume(scene, real_ct_path)
+    logic, node, labels = _segmentation_with_boxes(scene, volume)
+    assert not logic.is_edited(node)
+    nodes_before = scene.GetNumberOfNodes()
+
+    segment_id = seg_io.SEGMENTS["right"].segment_id
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
+    assert np.array_equal(mask > 0, labels == RIGHT)
+    rows = np.flatnonzero(mask.any(axis=(1, 2)))
+    mask[rows[0] : rows[0] + 3] = 0  # erase a slab of three slices
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, volume)
+
+    assert logic.is_edited(node)
+    read = seg_io.read_labels(node, volume).labels
+    assert (read == RIGHT).sum() == (mask > 0).sum() < (labels == RIGHT).sum()
+    assert np.array_equal(read == LEFT, labels == LEFT)
+    # Reading never leaves temporary nodes behind.
+    assert scene.GetNumberOfNodes() <= nodes_before + 2  # util's own temporary display node
+
+
+def test_seg_nrrd_export_rereads_with_slicer_and_with_the_core(scene, real_ct_path, tmp_path):
+    volume = _load_volume(scene, real_ct_path)
+    logic, node, labels = _segmentation_with_boxes(scene, volume)
+    path = logic.export_segmentation(node, tmp_path / "femur.seg.nrrd")
+    assert path.exists()
+
+    again = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "again")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(again)
+    segmentation = again.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    for side in ("left", "right"):
+        spec = seg_io.SEGMENTS[side]
+        segment = segmentation.GetSegment(spec.segment_id)
+        assert segment.GetName() == spec.name
+        assert segment.GetTerminology() == seg_io.terminology_entry(side)
+        np.testing.assert_allclose(segment.GetColor(), spec.color, atol=1e-5)
+    assert np.array_equal(seg_io.read_labels(again, volume).labels, labels)
+
+    if _core_has("femurscreen.segfile", "read_seg_nrrd"):
+        from femurscreen.segfile import read_seg_nrrd
+
+        core_labels = read_seg_nrrd(path)
+        assert core_labels.GetSize() == volume_convert.volume_to_image(volume).GetSize()
+        assert np.array_equal(sitk.GetArrayViewFromImage(core_labels), labels)
+
+
+@pytest.mark.skipif(
+    not _core_has("femurscreen.segfile", "write_seg_nrrd"), reason="femurscreen.segfile missing"
+)
+def test_core_seg_nrrd_file_loads_in_slicer_as_the_module_writes_it(scene, real_ct_path, tmp_path):
+    """The CLI's .seg.nrrd (written without Slicer) is what Slicer's reader expects."""
+    from femurscreen.segfile import write_seg_nrrd
+
+    volume = _load_volume(scene, real_ct_path)
+    ct = volume_convert.volume_to_image(volume)
+    labels = _box_labels(sitk.GetArrayViewFromImage(ct).shape)
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(ct)
+    path = write_seg_nrrd(label_image, tmp_path / "core.seg.nrrd")
+
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "from-core")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    for side in ("left", "right"):
+        segment = node.GetSegmentation().GetSegment(seg_io.SEGMENTS[side].segment_id)
+        assert segment is not None
+        assert segment.GetName() == seg_io.SEGMENTS[side].name
+        assert segment.GetTerminology() == seg_io.terminology_entry(side)
+        assert seg_io.segment_side(segment) == side
+    assert np.array_equal(seg_io.read_labels(node, volume).labels, labels)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def test_tables_and_chart_have_the_expected_columns(scene):
+    rows = [
+        {"case_id": "c", "side": "right", "status": "ok", "error": "", "f_a": 1.5, "f_b": 2},
+        {"case_id": "c", "side": "left", "status": "ok", "error": "", "f_a": 3.0, "f_b": -1},
+    ]
+    features = tables.features_table(scene, rows)
+    assert [features.GetColumnName(i) for i in range(features.GetNumberOfColumns())] == [
+        "feature",
+        "right",
+        "left",
+    ]
+    assert features.GetNumberOfRows() == 2
+    assert features.GetTable().GetValue(0, 2).ToDouble() == 3.0
+    assert features.GetLocked()
+
+    results = [
+        {"side": "right", "p_normal": 0.2, "p_osteopenia": 0.3, "p_osteoporosis": 0.5},
+        {"side": "left", "p_normal": 0.6, "p_osteopenia": 0.3, "p_osteoporosis": 0.1},
+    ]
+    table = tables.results_table(scene, results)
+    assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == [
+        key for key, _ in tables.RESULT_COLUMNS
+    ]
+    probabilities, chart = tables.probability_chart(scene, results)
+    assert probabilities.GetNumberOfRows() == len(CLASSES)
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetPlotType() == series.PlotTypeBar
+    assert series.GetYColumnName() == "right"
+    np.testing.assert_allclose(series.GetColor(), SIDE_COLORS["right"], atol=1e-6)
+    # Reusing the nodes replaces the series instead of piling them up.
+    n_series = scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode")
+    tables.probability_chart(scene, results[:1], probabilities, chart)
+    assert chart.GetNumberOfPlotSeriesNodes() == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == n_series - 1
+
+
+def test_parameter_node_is_a_singleton_with_the_module_name(scene):
+    logic = FemurScreenLogic(scene)
+    node = logic.getParameterNode()
+    assert node is logic.getParameterNode()
+    assert node.GetAttribute("ModuleName") == "FemurScreen"
+    assert node.IsA("vtkMRMLScriptedModuleNode")
+
+
+def test_state_survives_scene_save_and_reload(core, real_ct_path, tmp_path):
+    """Parameter node, segmentation info and the edit-tracking hash are saved with the scene."""
+    scene = core.scene
+    volume = _load_volume(scene, real_ct_path)
+    logic, node, labels = _segmentation_with_boxes(scene, volume)
+    parameters = logic.getParameterNode()
+    parameters.SetParameter("engine", "classical")
+    parameters.SetNodeReferenceID("outputSegmentation", node.GetID())
+    scene.SetRootDirectory(str(tmp_path))
+    for storable, name in ((volume, "ct.nrrd"), (node, "femur.seg.nrrd")):
+        storable.AddDefaultStorageNode()
+        storable.GetStorageNode().SetFileName(str(tmp_path / name))
+        assert storable.GetStorageNode().WriteData(storable)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    core.close()
+
+    reloaded = start_slicer_core()
+    reloaded.scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert reloaded.scene.Connect()
+    logic2 = FemurScreenLogic(reloaded.scene)
+    parameters2 = logic2.getParameterNode()
+    assert reloaded.scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
+    assert parameters2.GetParameter("engine") == "classical"
+    node2 = parameters2.GetNodeReference("outputSegmentation")
+    assert node2.GetName() == node.GetName()
+    assert logic2.segmentation_info(node2)["engine"] == "test"
+    assert not logic2.is_edited(node2)
+    volume2 = logic2.reference_volume(node2)
+    assert np.array_equal(seg_io.read_labels(node2, volume2).labels, labels)
+    reloaded.close()
+    core.activate()
+
+
+def test_model_location_matches_the_core():
+    from femurscreen.classifier import predict
+    from FemurScreenLib.logic import DEMO_MODEL
+
+    assert tuple(predict.DEMO_MODEL) == DEMO_MODEL
+
+
+def test_engine_choices_match_the_core():
+    if not _core_has("femurscreen.segmentation", "ENGINES"):
+        pytest.skip("femurscreen.segmentation.ENGINES has not landed yet")
+    from femurscreen.segmentation import ENGINES
+
+    names = set(ENGINES) if not isinstance(ENGINES, dict) else set(ENGINES.keys())
+    assert set(ENGINE_CHOICES) - {"default"} <= names
+
+
+# ---------------------------------------------------------------------------- background
+
+
+def test_background_process_streams_output_and_cancel_kills_the_tree():
+    psutil = pytest.importorskip("psutil")
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(child.pid, flush=True)\n"
+        "print('working 50%', file=sys.stderr, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    process = BackgroundProcess([sys.executable, "-c", script]).start()
+    deadline = time.monotonic() + 30
+    while not process.stdout and time.monotonic() < deadline:
+        process.poll()
+        time.sleep(0.05)
+    grandchild = int(process.stdout.split()[0])
+    parent = process.proc.pid
+    assert process.running
+    process.cancel()
+    assert process.wait(timeout=30) < 0
+    assert process.cancelled
+    for pid in (parent, grandchild):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_background_process_reports_exit_code_and_streams():
+    code = "import sys; print('{\"a\": 1}'); print('oops', file=sys.stderr); sys.exit(3)"
+    process = BackgroundProcess([sys.executable, "-c", code]).start()
+    assert process.wait(timeout=30) == 3
+    assert json.loads(process.stdout) == {"a": 1}
+    assert process.stderr == "oops"
+
+
+# ---------------------------------------------------------------------------- dependencies
+
+
+def test_dependency_check_reads_metadata_only():
+    from FemurScreenLib import dependencies
+
+    present = dependencies.Requirement("numpy", ">=1.0", "test")
+    too_new = dependencies.Requirement("numpy", ">=999", "test")
+    absent = dependencies.Requirement("femurscreen-no-such-package", ">=1", "test")
+    missing = dependencies.missing([present, too_new, absent])
+    assert [m.requirement for m in missing] == [too_new, absent]
+    assert missing[0].installed == dependencies.installed_version("numpy")
+    assert missing[1].installed is None
+    assert dependencies.satisfies("2.13.0+cpu", ">=2.1")
+    assert "torch" not in {r.name for r in dependencies.requirements_for("classical")}
+
+
+def test_declined_installation_installs_nothing():
+    from FemurScreenLib import dependencies
+
+    calls = []
+    needed = [dependencies.Missing(dependencies.REQUIREMENTS[0], None)]
+    with pytest.raises(dependencies.InstallError, match="declined"):
+        dependencies.install(needed, confirm=lambda q, d: False, pip_install=calls.append)
+    assert calls == []
+    question, details = dependencies.confirmation_text(
+        [dependencies.Missing(r, None) for r in dependencies.REQUIREMENTS]
+    )
+    assert "pyradiomics" in details and "Radiomics" in details and "PyTorch" in details
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def segmented(core, real_ct_path):
+    """The real sample CT segmented by the real core, in the module's scene."""
+    if not _core_has("femurscreen.segmentation", "segment"):
+        pytest.skip("femurscreen.segmentation.segment has not landed yet")
+    volume = _load_volume(core.scene, real_ct_path, "sample CT")
+    logic = FemurScreenLogic(core.scene)
+    started = time.perf_counter()
+    node = logic.process(volume)
+    return logic, volume, node, time.perf_counter() - started
+
+
+@needs_segmentation
+def test_process_writes_a_new_coded_segmentation_of_the_real_ct(segmented, real_ct_path):
+    logic, volume, node, _seconds = segmented
+    assert node.GetName().startswith("sample CT femur")
+    ids = seg_io.side_segment_ids(node)
+    assert set(ids) == {"left", "right"}
+    read = seg_io.read_labels(node, volume)
+    assert (read.labels == LEFT).any() and (read.labels == RIGHT).any()
+    # Patient's left is world +x in LPS, i.e. -x in Slicer's RAS.
+    ras = volume_convert.ijk_to_ras(volume)
+    centres = {}
+    for value in (LEFT, RIGHT):
+        k, j, i = np.nonzero(read.labels == value)
+        centres[value] = (ras @ np.array([i.mean(), j.mean(), k.mean(), 1.0]))[0]
+    assert centres[LEFT] < centres[RIGHT]
+    info = logic.segmentation_info(node)
+    assert set(info["sides"]) == {"left", "right"}
+    assert not logic.is_edited(node)
+
+
+@needs_segmentation
+@needs_model
+def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_path):
+    logic, volume, node, _ = segmented
+    first = logic.compute(volume, node)
+    graded = [s for s in ("left", "right") if first.result[s]["graded"]]
+    assert graded, first.result
+    assert first.results_table.GetNumberOfRows() == 2
+    assert first.chart.GetNumberOfPlotSeriesNodes() == len(graded)
+    assert first.features_table.GetNumberOfColumns() == 1 + len(graded)
+    assert first.features_table.GetNumberOfRows() >= len(logic.model_summary()["features"])
+    for side in graded:
+        p = first.result[side]["probabilities"]
+        assert math.isclose(sum(p.values()), 1.0, abs_tol=1e-6)
+
+    side = graded[0]
+    segment_id = seg_io.side_segment_ids(node)[side][0]
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
+    rows = np.flatnonzero(mask.any(axis=(1, 2)))
+    mask[rows[len(rows) // 2] :] = 0  # erase the upper half of the femur (head and neck)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, volume)
+    assert logic.is_edited(node)
+
+    second = logic.compute(volume, node)
+    assert second.features_table is first.features_table  # the same nodes, updated in place
+    before = next(r for r in first.rows if r["side"] == side)
+    after = next(r for r in second.rows if r["side"] == side)
+    changed = [k for k in logic.model_summary()["features"] if before[k] != after[k]]
+    assert changed
+    assert second.result[side]["volume_ml"] < first.result[side]["volume_ml"]
+    p1, p2 = first.result[side]["probabilities"], second.result[side]["probabilities"]
+    assert any(not math.isclose(p1[c], p2[c], abs_tol=1e-9) for c in CLASSES)
+
+    # Exports: CSV (one row per side), result.json in the CLI's format, the HTML report.
+    csv_path = logic.export_csv(second, tmp_path / "femur.csv")
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path)
+    assert list(frame["side"]) == ["left", "right"]
+    data = json.loads(logic.export_json(second, tmp_path / "result.json").read_text())
+    assert data["format"] == "femurscreen-result" and data["demo"] == second.demo
+    assert data["models"]["segmentation"]["edited_in_slicer"] is True
+    assert first.result["models"]["segmentation"]["edited_in_slicer"] is False
+    if logic.report_available():
+        html = logic.export_report(second, tmp_path / "report.html").read_text()
+        assert "<html" in html.lower()
+
+
+@needs_segmentation
+@needs_segment_verb
+def test_background_segmentation_matches_in_process(segmented):
+    logic, volume, node, _ = segmented
+    job = logic.start_segmentation(volume, sides=("right",))
+    assert job.wait(timeout=300) == 0, job.error_message()
+    background = logic.finish_segmentation(job)
+    assert not job.temp_dir.exists()
+    assert background is not node
+    assert set(seg_io.side_segment_ids(background)) == {"right"}
+    ours = seg_io.read_labels(background, volume).labels
+    reference = seg_io.read_labels(node, volume).labels
+    assert np.array_equal(ours == RIGHT, reference == RIGHT)
+
+
+@needs_segmentation
+@needs_segment_verb
+def test_background_segmentation_can_be_cancelled(core, real_ct_path):
+    volume = _load_volume(core.scene, real_ct_path, "to cancel")
+    logic = FemurScreenLogic(core.scene)
+    job = logic.start_segmentation(volume)
+    time.sleep(0.5)
+    job.cancel()
+    job.wait(timeout=30)
+    assert job.cancelled
+    from femurscreen.errors import FemurScreenError
+
+    with pytest.raises(FemurScreenError, match="cancelled"):
+        logic.finish_segmentation(job)
+    assert not job.temp_dir.exists()
+
+
+def test_child_environment_puts_the_core_on_the_path():
+    from FemurScreenLib.logic import CORE_DIR, child_environment
+
+    env = child_environment()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(CORE_DIR)
+    assert (CORE_DIR / "femurscreen" / "__init__.py").exists()
