@@ -1,0 +1,69 @@
+"""``femurscreen segment``: both proximal femurs of a CT as a label map, with per-side status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAME = "segment"
+HELP = "segment both proximal femurs of a CT into a label map (1 = left, 2 = right femur)"
+EXAMPLE = "femurscreen segment ct.nii.gz --out femur.nii.gz --engine classical"
+ORDER = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder, in HU"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="MASK",
+        help="label file to write (.nii.gz, .nrrd, .mha), same geometry as the CT",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("default", "classical", "vbnet"),
+        default="default",
+        help="segmentation engine (default: the one chosen by measurement, see the README)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as JSON instead of a table"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from femurscreen.ctio import read_ct
+    from femurscreen.errors import NoFemurError
+    from femurscreen.labelio import write_labels
+    from femurscreen.segmentation import segment
+
+    ct = read_ct(args.ct)
+    try:
+        result = segment(ct, engine=args.engine, progress=_progress)
+    except NoFemurError as exc:  # name the file; nothing is written
+        raise NoFemurError(exc.what, exc.fix, args.ct) from None
+    out = write_labels(result.labels, args.out)
+    report = {"ct": str(args.ct), "mask": str(out), **result.to_dict()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_result(report))
+    return 0
+
+
+def _progress(fraction: float, message: str) -> None:
+    print(f"segment: {100 * fraction:3.0f}% {message}", file=sys.stderr, flush=True)
+
+
+def format_result(report: dict) -> str:
+    """A small table: one line per side (status, volume, flags)."""
+    lines = [f"{report['mask']}  (engine: {report['engine']})"]
+    lines.append(f"{'side':<6} {'status':<10} {'volume_ml':>9}  flags")
+    for side, info in report["sides"].items():
+        flags = ", ".join(info["flags"]) or "-"
+        lines.append(f"{side:<6} {info['status']:<10} {info['volume_ml']:>9.1f}  {flags}")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The classical engine: proximal femur segmentation without training data.
+
+Pipeline (each step in its own module):
+1. ``classical_grid``: resample the CT onto a 3 mm grid aligned with the LPS world axes.
+2. ``classical_heads``: find each femoral head as a sphere lateral to the body midline; the
+   side follows from world x (+x = patient's left), never from array order.
+3. ``classical_femur``: per side, a crop around the head at fine spacing (the CT's own spacing,
+   but not finer than 1.2 mm), a filled bone mask, and a seeded watershed that splits femur
+   from pelvis at the joint.
+4. The soft mask is mapped back onto the CT's own voxel grid (any direction matrix).
+
+The shared post-processing (largest component, holes, anatomical cut) and the flags run after
+any engine, in ``pipeline.segment``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from femurscreen.segmentation.classical_femur import crop_box, segment_femur
+from femurscreen.segmentation.classical_grid import (
+    Grid,
+    lattice_grid,
+    paste_into,
+    resample,
+    world_spacing,
+)
+from femurscreen.segmentation.classical_heads import HeadSphere, find_heads
+
+log = logging.getLogger(__name__)
+
+FINE_SPACING_MM = (1.2, 3.0)
+NECK_REACH_MM = 20.0
+
+
+def has_neck(
+    femur: np.ndarray, grid: Grid, head: HeadSphere, box: tuple[np.ndarray, np.ndarray]
+) -> bool:
+    """Does the segmented femur reach out laterally below its head (neck, trochanters)?
+
+    A ball of cancellous bone inside the ilium just above the acetabulum can pass every test
+    a femoral head passes when the real head lies below the scan; what it lacks is a neck.
+    The femur must reach ``NECK_REACH_MM`` beyond the head's radius laterally, below the head
+    centre, unless the crop was cut by the image's side (a truncated femur, flagged later).
+    """
+    if not femur.any():
+        return False
+    zs, _, xs = grid.axes()
+    below = zs < head.centre[2] - 0.3 * head.radius
+    cols = femur[below].any(axis=(0, 1))
+    if not cols.any():
+        return False
+    lateral = (xs[cols] - head.centre[0]) * head.lateral
+    if float(lateral.max()) >= head.radius + NECK_REACH_MM:
+        return True
+    wanted = box[1][0] if head.lateral > 0 else box[0][0]
+    edge = xs[-1] if head.lateral > 0 else xs[0]
+    return abs(edge - wanted) > float(grid.spacing[0])  # the image's side cut the crop
+
+
+class ClassicalEngine:
+    """Training-free femur segmentation; ``predict`` returns a raw 0/1/2 label image."""
+
+    name = "classical"
+
+    def __init__(self) -> None:
+        self.heads: dict[int, HeadSphere] = {}
+        self.timing_s: dict[str, float] = {}
+
+    def predict(self, image: sitk.Image) -> sitk.Image:
+        t0 = time.perf_counter()
+        fine_spacing = float(np.clip(world_spacing(image).min(), *FINE_SPACING_MM))
+        self.heads = find_heads(image, fine_spacing)
+        t1 = time.perf_counter()
+        labels = np.zeros(image.GetSize()[::-1], dtype=np.uint8)
+        for label, head in sorted(self.heads.items()):
+            log.debug(
+                "head %d: centre %s r %.1f support %.2f",
+                label,
+                head.centre,
+                head.radius,
+                head.support,
+            )
+            box = crop_box(head)
+            grid = lattice_grid(image, fine_spacing, box)
+            femur = segment_femur(resample(image, grid), grid, head)
+            if not has_neck(femur, grid, head, box):
+                log.debug("head %d rejected: no neck reaches out from it", label)
+                femur[:] = False
+            if femur.any():
+                paste_into(image, femur.astype(np.float32), grid, label=label, out=labels)
+        self.heads = {k: h for k, h in self.heads.items() if (labels == k).any()}
+        t2 = time.perf_counter()
+        self.timing_s = {"locate": t1 - t0, "segment": t2 - t1}
+        out = sitk.GetImageFromArray(labels)
+        out.CopyInformation(image)
+        return out
