@@ -370,3 +370,28 @@ def test_train_from_cohort_extracts_features_when_available(table, tmp_path, mon
     )
     assert calls == [(cohort_csv, tmp_path / "cache", 1)]
     assert load_model(out).features
+
+
+def test_cli_classify_with_truth_feeds_evaluate(model_dir, table, tmp_path, capsys):
+    """--truth copies the cohort's bone_status so the output goes straight to evaluate."""
+    features, labels = table
+    features_csv = tmp_path / "FEATURES.csv"
+    features.to_csv(features_csv, index=False)
+    cohort = tmp_path / "cohort.csv"
+    pd.DataFrame({"case_id": labels.index, "bone_status": labels.values}).to_csv(
+        cohort, index=False
+    )
+    predictions = tmp_path / "pred.csv"
+    args = ["classify", str(features_csv), "--model", str(model_dir), "--truth", str(cohort)]
+    assert main([*args, "--out", str(predictions)]) == 0
+    out = pd.read_csv(predictions)
+    expected = out["case_id"].map(labels)
+    assert (out["true_class"] == expected).all()
+    assert main(["evaluate", "--predictions", str(predictions)]) == 0
+    assert "osteoporosis" in capsys.readouterr().out
+
+    pd.DataFrame({"case_id": ["someone-else"], "bone_status": ["normal"]}).to_csv(
+        cohort, index=False
+    )
+    assert main(args) == 1
+    assert "not in the cohort" in capsys.readouterr().err

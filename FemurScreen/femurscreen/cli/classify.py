@@ -15,6 +15,7 @@ from femurscreen.classifier import classify, default_model_dir, load_model
 from femurscreen.classifier import columns as col
 from femurscreen.classifier.cohort import read_csv
 from femurscreen.classifier.persistence import DEMO_NOTICE
+from femurscreen.errors import InputError
 
 NAME = "classify"
 HELP = "bone-status probabilities per femur from a FEATURES table and a model folder"
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print JSON on stdout instead of a table"
     )
+    parser.add_argument(
+        "--truth",
+        metavar="COHORT.csv",
+        help="cohort CSV whose bone_status (or true_class) column is copied into the output "
+        "as true_class, so that it can go straight to 'femurscreen evaluate'",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         notice = loaded.manifest.get("demo_notice") or DEMO_NOTICE
         print(f"*** {notice} ***", file=sys.stderr)
     features = read_csv(args.features, "features CSV")
+    if args.truth:
+        features = _with_truth(features, Path(args.truth))
     result = classify(features, loaded)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -62,6 +71,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {row[col.CASE]}/{row[col.SIDE]}: {row[col.ERROR]}", file=sys.stderr)
     # 0 while at least one femur was classified: failed rows are marked in the status column.
     return 0 if n_ok else 1
+
+
+def _with_truth(features: pd.DataFrame, cohort_csv: Path) -> pd.DataFrame:
+    """Attach each case's reference class from a cohort table."""
+    cohort = read_csv(cohort_csv, "cohort CSV")
+    label = next((c for c in col.LABEL_COLUMNS if c in cohort.columns), None)
+    if label is None or col.CASE not in cohort.columns:
+        raise InputError(
+            "the cohort has no case_id and bone_status (or true_class) columns",
+            "give the cohort.csv the features were extracted from",
+            path=cohort_csv,
+        )
+    truth = dict(zip(cohort[col.CASE].astype(str), cohort[label].astype(str), strict=True))
+    cases = features[col.CASE].astype(str)
+    missing = sorted(set(cases) - set(truth))
+    if missing:
+        raise InputError(
+            f"{len(missing)} case(s) of the features table are not in the cohort: "
+            f"{col.short_list(missing)}",
+            "give the cohort.csv the features were extracted from",
+            path=cohort_csv,
+        )
+    features = features.copy()
+    features["true_class"] = cases.map(truth)
+    return features
 
 
 def _clean(value):
