@@ -1,0 +1,570 @@
+"""Screen many CTs: one result folder per case, resumable, in parallel locally or on Dask.
+
+INPUT is a folder or a CSV:
+
+- a folder: every CT file in it (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``,
+  ``.mhd``; case_id = file name without extension), every sub-folder holding a DICOM series
+  (case_id = folder name), and every sub-folder holding exactly one CT file, or one named
+  ``ct.*`` beside others such as a label map (case_id = folder name). Hidden entries, result
+  folders and the output folder itself are ignored;
+- a CSV with a column ``ct`` (paths; relative ones are relative to the CSV's folder) and an
+  optional ``case_id`` column (otherwise derived from the path as above).
+
+Each case is screened by :func:`femurscreen.screening.screen` into ``OUT/<case_id>/``. Because
+``screen`` writes a folder atomically, a case whose ``result.json`` exists is finished and is
+skipped on the next run: an interrupted batch resumes where it stopped. A case that fails is
+recorded in ``OUT/<case_id>.error.json`` (message and, for unexpected errors, the traceback) and
+the others go on; it is retried on the next run. ``OUT/summary.csv`` has one row per case and
+side, and is rewritten (atomically) from every case's files while the batch runs and at the end,
+including cases skipped as already finished.
+
+Parallelism: ``workers=N`` runs N cases at once in separate processes on this machine, each
+with ``cpu_count // N`` threads. ``scheduler="tcp://host:8786"`` sends one task per case to an
+existing Dask distributed scheduler; its workers must see INPUT and OUT at the same paths (a
+shared file system), write the results themselves, and the client only collects statuses.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+
+from femurscreen.atomic import atomic_path, write_text
+from femurscreen.errors import FemurScreenError, InputError
+from femurscreen.labels import CLASSES, SIDES
+
+log = logging.getLogger(__name__)
+
+CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+SUMMARY = "summary.csv"
+SUMMARY_COLUMNS = (
+    "case_id",
+    "side",
+    "status",
+    "predicted",
+    *(f"p_{c}" for c in CLASSES),
+    "volume_ml",
+    "flags",
+    "error",
+    "applicable",
+    "graded",
+)
+_SUMMARY_EVERY_S = 10.0  # rewrite summary.csv at most this often while running
+
+
+@dataclass(frozen=True)
+class Case:
+    """One CT to screen."""
+
+    case_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one case in this run."""
+
+    case_id: str
+    ok: bool
+    error: str = ""
+    seconds: float = 0.0
+    skipped: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the cases
+
+
+def discover_cases(inputs: str | Path, out_dir: str | Path | None = None) -> list[Case]:
+    """The cases of a folder or a CSV (see module doc), in a stable order."""
+    inputs = Path(inputs).expanduser()
+    if not inputs.exists():
+        raise InputError("not found", "pass a folder of CTs or a CSV with a 'ct' column", inputs)
+    if inputs.is_file():
+        if inputs.suffix.lower() != ".csv":
+            raise InputError(
+                "is a single file, not a folder of CTs or a CSV",
+                "screen one CT with 'femurscreen screen', or pass a folder or a CSV",
+                inputs,
+            )
+        return _cases_from_csv(inputs)
+    return _cases_from_folder(inputs, None if out_dir is None else Path(out_dir))
+
+
+def _cases_from_csv(path: Path) -> list[Case]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot be read as CSV ({exc})", "save it as UTF-8 CSV", path) from None
+    if not rows or "ct" not in rows[0]:
+        raise InputError(
+            "has no 'ct' column (or no rows)",
+            "give the CSV a header line with a 'ct' column of CT paths (optional 'case_id')",
+            path,
+        )
+    cases, explicit = [], "case_id" in rows[0]
+    for number, row in enumerate(rows, start=2):
+        text = (row.get("ct") or "").strip()
+        if not text:
+            raise InputError(f"line {number} has an empty 'ct' value", "fill in a path", path)
+        ct = Path(text).expanduser()
+        if not ct.is_absolute():
+            ct = path.parent / ct
+        given = (row.get("case_id") or "").strip() if explicit else ""
+        cases.append((given or _case_name(ct), ct, bool(given)))
+    given_ids = [c[0] for c in cases if c[2]]
+    duplicates = sorted({c for c in given_ids if given_ids.count(c) > 1})
+    if duplicates:
+        raise InputError(
+            f"case_id values are not unique: {', '.join(duplicates[:5])}",
+            "give every row its own case_id",
+            path,
+        )
+    return _unique([(cid, ct) for cid, ct, _ in cases])
+
+
+def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
+    skip = out_dir.resolve() if out_dir is not None else None
+    found: list[tuple[str, Path]] = []
+    direct_dicom = False
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
+            continue
+        if entry.is_file():
+            if _is_ct_file(entry):
+                found.append((_case_name(entry), entry))
+            elif _is_dicom_file(entry):
+                direct_dicom = True
+        elif entry.is_dir():
+            if (entry / "result.json").exists():
+                continue  # a FemurScreen output folder, not an input
+            if _holds_dicom(entry):
+                found.append((_case_name(entry), entry))
+                continue
+            files = [p for p in entry.iterdir() if p.is_file() and _is_ct_file(p)]
+            named_ct = [p for p in files if _case_name(p).lower() == "ct"]
+            if len(files) > 1 and len(named_ct) == 1:
+                files = named_ct  # e.g. ct.nii.gz beside femur.nii.gz (a phantom case folder)
+            if len(files) == 1:
+                found.append((_case_name(entry), files[0]))
+            elif files:
+                log.warning(
+                    "%s: skipped, it holds %d image files (put one CT per sub-folder)",
+                    entry,
+                    len(files),
+                )
+    if not found and direct_dicom:
+        found.append((_case_name(folder), folder))  # the folder itself is one DICOM series
+    if not found:
+        raise InputError(
+            "holds no CT files (.nii, .nii.gz, .nrrd, .mha, ...) and no DICOM series folders",
+            "pass a folder of CTs, a folder of DICOM series folders, or a CSV with a 'ct' column",
+            folder,
+        )
+    return _unique(found)
+
+
+def _is_ct_file(path: Path) -> bool:
+    return path.name.lower().endswith(CT_SUFFIXES) and not path.name.lower().endswith(".seg.nrrd")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _holds_dicom(folder: Path, limit: int = 20) -> bool:
+    checked = 0
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            if _is_dicom_file(path):
+                return True
+            checked += 1
+            if checked >= limit:
+                break
+    return False
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in CT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return safe_case_id(name)
+
+
+def safe_case_id(text: str) -> str:
+    """A case_id usable as a folder name on every platform."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("._")
+    return text or "case"
+
+
+def _unique(pairs: Iterable[tuple[str, Path]]) -> list[Case]:
+    seen: dict[str, int] = {}
+    cases = []
+    for case_id, path in pairs:
+        case_id = safe_case_id(case_id)
+        key = case_id.lower()  # case-insensitive file systems
+        if key in seen:
+            seen[key] += 1
+            case_id = f"{case_id}-{seen[key]}"
+        else:
+            seen[key] = 1
+        cases.append(Case(case_id, path))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
+# Running one case (in this process, a pool process or a Dask worker)
+
+_MODELS: dict[str, Any] = {}
+
+
+def run_case(
+    ct_path: str,
+    out_dir: str,
+    case_id: str,
+    engine: str = "default",
+    model_dir: str | None = None,
+    include_identifiers: bool = False,
+) -> Outcome:
+    """Screen one case into ``out_dir/case_id``; never raises for a problem with the case."""
+    from femurscreen.screening import screen
+
+    started = time.perf_counter()
+    root = Path(out_dir)
+    error_file = root / f"{case_id}.error.json"
+    for stale in root.glob(f".{case_id}.tmp-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        model = _model(model_dir)
+        screen(
+            ct_path,
+            root / case_id,
+            engine=engine,
+            model_dir=model,
+            include_identifiers=include_identifiers,
+            case_id=case_id,
+        )
+    except Exception as exc:  # the batch must go on: every failure is recorded, none is lost
+        message = (
+            exc.message if isinstance(exc, FemurScreenError) else f"{type(exc).__name__}: {exc}"
+        )
+        record = {
+            "case_id": case_id,
+            "error": message,
+            "kind": type(exc).__name__,
+            "time_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if not isinstance(exc, FemurScreenError):
+            record["traceback"] = traceback.format_exc()
+        write_text(error_file, json.dumps(record, indent=2) + "\n")
+        return Outcome(case_id, False, message, time.perf_counter() - started)
+    error_file.unlink(missing_ok=True)
+    return Outcome(case_id, True, "", time.perf_counter() - started)
+
+
+def _model(model_dir: str | None):
+    """The classifier, loaded (and verified) once per process."""
+    from femurscreen.classifier import default_model_dir, load_model
+
+    key = str(model_dir or "")
+    if key not in _MODELS:
+        _MODELS[key] = load_model(default_model_dir() if model_dir is None else model_dir)
+    return _MODELS[key]
+
+
+def _init_pool_worker(threads: int) -> None:
+    """Each pool process gets its share of the cores (set before numpy/torch load)."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    logging.getLogger("femurscreen").setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------------------------
+# The batch
+
+
+def batch(
+    inputs: str | Path,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    engine: str = "default",
+    model_dir: str | Path | None = None,
+    include_identifiers: bool = False,
+    progress: TextIO | bool | None = True,
+) -> pd.DataFrame:
+    """Screen every case of ``inputs`` into ``out_dir``; return the summary table.
+
+    ``progress``: True for a progress bar on the current ``sys.stderr``, a text stream, or
+    None/False for none.
+
+    The table (also ``out_dir/summary.csv``) has one row per case and side. Its ``attrs`` hold
+    the counts of this run: ``cases``, ``done``, ``skipped``, ``failed``.
+    """
+    out_dir = Path(out_dir).expanduser().resolve()
+    cases = discover_cases(inputs, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = None if model_dir is None else str(Path(model_dir).expanduser().resolve())
+    loaded = _model(model)  # a broken model stops the batch before any case runs
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}", "use --workers 1 or more")
+
+    from femurscreen.screening import is_complete
+
+    todo = [c for c in cases if not is_complete(out_dir / c.case_id)]
+    stream = sys.stderr if progress is True else (progress or None)
+    bar = _Progress(len(cases), stream)
+    outcomes: dict[str, Outcome] = {}
+    pending = {c.case_id for c in todo}
+    for case in cases:
+        if case.case_id not in pending:
+            outcomes[case.case_id] = Outcome(case.case_id, True, skipped=True)
+    bar.skip(len(cases) - len(todo))
+    writer = _SummaryWriter(out_dir, cases)
+
+    def done(outcome: Outcome) -> None:
+        outcomes[outcome.case_id] = outcome
+        bar.update(outcome)
+        writer.maybe_write(outcomes)
+
+    jobs = [
+        (str(c.path.resolve()), str(out_dir), c.case_id, engine, model, include_identifiers)
+        for c in todo
+    ]
+    if jobs:
+        if scheduler:
+            _run_dask(scheduler, jobs, done)
+        elif workers > 1:
+            _run_pool(workers, jobs, done)
+        else:
+            quiet = logging.getLogger("femurscreen")
+            level = quiet.level
+            quiet.setLevel(logging.WARNING)  # the bar says what happens; keep stderr readable
+            try:
+                for job in jobs:
+                    done(run_case(*job))
+            finally:
+                quiet.setLevel(level)
+    bar.close()
+    table = writer.write(outcomes)
+    table.attrs.update(
+        cases=len(cases),
+        done=sum(1 for o in outcomes.values() if o.ok and not o.skipped),
+        skipped=sum(1 for o in outcomes.values() if o.skipped),
+        failed=sum(1 for o in outcomes.values() if not o.ok),
+        summary=str(out_dir / SUMMARY),
+        demo=bool(loaded.demo),
+    )
+    return table
+
+
+def _run_pool(workers: int, jobs: list[tuple], done: Callable[[Outcome], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # no forked torch/ITK thread pools
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_pool_worker, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(run_case, *job): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                done(future.result())
+            except (BrokenProcessPool, Exception) as exc:  # the process died (memory, signal)
+                done(_lost(job, exc))
+
+
+def _run_dask(address: str, jobs: list[tuple], done: Callable[[Outcome], None]) -> None:
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError as exc:
+        raise InputError(
+            f"--scheduler needs dask.distributed, which is not installed ({exc})",
+            "pip install 'femurscreen[dask]' or run without --scheduler",
+        ) from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(
+            f"cannot connect to the Dask scheduler at {address} ({exc})",
+            "start it (dask scheduler / dask worker) or check the address",
+        ) from None
+    try:
+        token = os.urandom(4).hex()
+        futures = {
+            client.submit(run_case, *job, key=f"femurscreen-{job[2]}-{token}", pure=False): job
+            for job in jobs
+        }
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                done(future.result())
+            except Exception as exc:  # the worker died or the task was lost
+                done(_lost(job, exc))
+    finally:
+        client.close()
+
+
+def _lost(job: tuple, exc: BaseException) -> Outcome:
+    """A case whose process died before it could record anything: record it here."""
+    ct_path, out_dir, case_id = job[:3]
+    message = f"the worker running this case failed: {type(exc).__name__}: {exc}"
+    record = {"case_id": case_id, "error": message, "kind": type(exc).__name__}
+    write_text(Path(out_dir) / f"{case_id}.error.json", json.dumps(record, indent=2) + "\n")
+    return Outcome(case_id, False, message)
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and progress
+
+
+def case_rows(out_dir: Path, case_id: str, outcome: Outcome | None = None) -> list[dict]:
+    """The summary rows of one case, from its files (so skipped cases count too)."""
+    result_path = out_dir / case_id / "result.json"
+    error = ""
+    if outcome is not None and not outcome.ok:
+        error = outcome.error
+    elif result_path.exists():
+        try:
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            error = f"result.json unreadable: {exc}"
+        else:
+            return [_side_row(case_id, side, result.get(side) or {}) for side in SIDES]
+    else:
+        error_path = out_dir / f"{case_id}.error.json"
+        try:
+            error = json.loads(error_path.read_text(encoding="utf-8")).get("error", "")
+        except (OSError, ValueError):
+            error = "not screened"
+    return [_empty_row(case_id, side, "error", error or "failed") for side in SIDES]
+
+
+def _side_row(case_id: str, side: str, info: dict) -> dict:
+    row = _empty_row(case_id, side, str(info.get("status") or ""), "")
+    probabilities = info.get("probabilities") or {}
+    row.update(
+        predicted=info.get("predicted") or "",
+        volume_ml=info.get("volume_ml"),
+        flags=";".join(info.get("flags") or []),
+        applicable=info.get("applicable"),
+        graded=bool(info.get("graded")),
+        error=(info.get("reason") or "") if info.get("status") == "error" else "",
+    )
+    for cls in CLASSES:
+        row[f"p_{cls}"] = probabilities.get(cls)
+    return row
+
+
+def _empty_row(case_id: str, side: str, status: str, error: str) -> dict:
+    row = {name: None for name in SUMMARY_COLUMNS}
+    row.update(case_id=case_id, side=side, status=status, error=error, flags="", predicted="")
+    row["graded"] = False
+    return row
+
+
+class _SummaryWriter:
+    def __init__(self, out_dir: Path, cases: list[Case]) -> None:
+        self.out_dir = out_dir
+        self.cases = cases
+        self.last = 0.0
+        self.rows: dict[str, list[dict]] = {}
+
+    def maybe_write(self, outcomes: dict[str, Outcome]) -> None:
+        if time.monotonic() - self.last >= _SUMMARY_EVERY_S:
+            self.write(outcomes)
+
+    def write(self, outcomes: dict[str, Outcome]) -> pd.DataFrame:
+        rows = []
+        for case in self.cases:
+            outcome = outcomes.get(case.case_id)
+            if outcome is None:
+                continue  # not finished yet
+            if case.case_id not in self.rows or not outcome.ok:
+                self.rows[case.case_id] = case_rows(self.out_dir, case.case_id, outcome)
+            rows += self.rows[case.case_id]
+        table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+        with atomic_path(self.out_dir / SUMMARY) as tmp:
+            table.to_csv(tmp, index=False)
+        self.last = time.monotonic()
+        return table
+
+
+class _Progress:
+    """A one-line text progress bar on stderr (a line per case when stderr is not a terminal)."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.stream = total, stream
+        self.done = self.failed = self.skipped = 0
+        self.started = time.monotonic()
+        self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+    def skip(self, count: int) -> None:
+        """Cases finished by an earlier run: one line, not one per case."""
+        self.done += count
+        self.skipped += count
+        if count and self.stream is not None:
+            self.stream.write(f"{count} of {self.total} cases already done: skipped\n")
+            self.stream.flush()
+
+    def update(self, outcome: Outcome) -> None:
+        self.done += 1
+        self.failed += 0 if outcome.ok else 1
+        self.skipped += 1 if outcome.skipped else 0
+        if self.stream is None:
+            return
+        width = 28
+        filled = int(width * self.done / max(self.total, 1))
+        elapsed = time.monotonic() - self.started
+        ran = self.done - self.skipped
+        eta = ""
+        if ran > 0 and self.done < self.total:
+            eta = f" eta {_clock(elapsed / ran * (self.total - self.done))}"
+        what = "skipped (done before)" if outcome.skipped else ("ok" if outcome.ok else "FAILED")
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} cases"
+            f" ({self.failed} failed, {self.skipped} skipped) {_clock(elapsed)}{eta}"
+        )
+        if self.tty:
+            self.stream.write(f"\r\033[K{line}  {outcome.case_id}: {what}")
+        else:
+            self.stream.write(f"{line}  {outcome.case_id}: {what}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None and self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

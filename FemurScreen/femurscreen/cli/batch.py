@@ -1,0 +1,83 @@
+"""``femurscreen batch``: screen a folder or CSV of CTs, resumable, locally or on Dask."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "batch"
+HELP = "screen many CTs (folder or CSV) into one folder per case, with a summary.csv"
+EXAMPLE = "femurscreen batch cts/ --out results --workers 2"
+ORDER = 11
+
+EXIT_SOME_FAILED = 3  # the batch ran; at least one case failed (see summary.csv)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input",
+        type=Path,
+        help="folder of CT files / DICOM series folders, or a CSV with a 'ct' column "
+        "(optional 'case_id')",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (one sub-folder per case)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="cases run at once on this machine")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); its workers must "
+        "see INPUT and --out at the same paths",
+    )
+    parser.add_argument(
+        "--engine",
+        default="default",
+        help="segmentation engine: default, classical or vbnet (default: %(default)s)",
+    )
+    parser.add_argument("--model", type=Path, metavar="DIR", help="classifier folder")
+    parser.add_argument(
+        "--include-identifiers", action="store_true", help="show DICOM identifiers in each report"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    parser.epilog = (
+        "Finished cases (OUT/<case_id>/result.json) are skipped on a re-run; failed ones are "
+        "retried. Exit codes: 0 all cases done, 1 the batch could not run, "
+        f"{EXIT_SOME_FAILED} some cases failed (errors in OUT/summary.csv and "
+        "OUT/<case_id>.error.json)."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from femurscreen.batch import batch
+
+    table = batch(
+        args.input,
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        engine=args.engine,
+        model_dir=args.model,
+        include_identifiers=args.include_identifiers,
+    )
+    counts = table.attrs
+    if counts.get("demo"):
+        from femurscreen.report import demo_banner_for
+
+        print(demo_banner_for(sys.stderr), file=sys.stderr)
+    if args.json:
+        print(table.to_json(orient="records", indent=1))
+    else:
+        graded = table[table["graded"].astype(bool)]
+        print(
+            f"{counts['cases']} cases: {counts['done']} screened now, {counts['skipped']} done "
+            f"before, {counts['failed']} failed; {len(graded)} femurs graded"
+        )
+        print(f"summary {counts['summary']}")
+    if counts["failed"]:
+        failed = table[table["status"] == "error"].drop_duplicates("case_id")
+        for row in failed.itertuples():
+            print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0

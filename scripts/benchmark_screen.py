@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""End-to-end ``femurscreen screen`` time per stage and peak memory on a limited number of cores.
+
+Goal (issue 5): a 512 x 512 x 300 abdomen-pelvis CT in <= 10 s and <= 3 GB on 2 cores.
+
+Each run is a fresh Python process pinned to ``--cores`` CPUs (sched_setaffinity, plus
+OMP/MKL thread limits), so imports and model loading count as they do for a user, and the peak
+resident memory of the process (``ru_maxrss``) is the number reported. Stage times come from
+``result.json`` (``timing_s``; "imports" is the first-use loading of the libraries, which a
+batch worker pays once); "process" is the time from the child's first line to its end and
+"wall" includes starting the interpreter.
+
+    python scripts/benchmark_screen.py                 # makes a phantom once, 3 runs
+    python scripts/benchmark_screen.py --ct my_ct.nii.gz --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GOAL_S = 10.0
+GOAL_GB = 3.0
+STAGES = (
+    "imports",
+    "read",
+    "load_model",
+    "segment",
+    "features",
+    "classify",
+    "write",
+    "report",
+    "total",
+)
+
+
+def make_phantom(folder: Path) -> Path:
+    """One abdomen-size phantom CT (512 x 512 x ~300) with the project's phantom generator."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "femurscreen", "phantom", str(folder), "--cases", "1"]
+    command += ["--size", "abdomen"]
+    subprocess.run(command, check=True)
+    found = sorted(
+        p for p in folder.rglob("*") if p.name.endswith((".nii.gz", ".nrrd", ".mha")) and _is_ct(p)
+    )
+    if not found:
+        raise SystemExit(f"no CT found under {folder} after 'femurscreen phantom'")
+    return found[0]
+
+
+def _is_ct(path: Path) -> bool:
+    name = path.name.lower()
+    return not any(word in name for word in ("label", "mask", "seg", "femur"))
+
+
+def child(ct: str, out: str, engine: str) -> None:
+    """Runs inside the pinned process: one screen, timings as JSON on stdout."""
+    started = time.perf_counter()
+    from femurscreen.screening import screen
+
+    result = screen(ct, out, engine=engine)
+    timing = dict(result["timing_s"])
+    timing["process"] = round(time.perf_counter() - started, 3)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"timing": timing, "peak_gb": peak_kb / 1024**2, "size": result["input"]}))
+
+
+def run_once(ct: Path, out: Path, cores: int, engine: str) -> dict:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[name] = str(cores)
+    available = sorted(os.sched_getaffinity(0))
+    pinned = available[:cores]
+
+    def pin() -> None:
+        os.sched_setaffinity(0, pinned)
+
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(ct), str(out), "--engine", engine],
+        env=env,
+        preexec_fn=pin,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"screen failed (exit {proc.returncode})")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data["timing"]["wall"] = round(wall, 3)
+    return data
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ct", type=Path, help="CT to screen (default: make a phantom)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--engine", default="default")
+    parser.add_argument("--work", type=Path, help="folder for the phantom and outputs")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--child", nargs=2, metavar=("CT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.engine)
+        return 0
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="femurscreen-bench-"))
+    ct = args.ct or make_phantom(work / "phantom")
+    runs = []
+    for index in range(args.runs):
+        out = work / f"out{index}"
+        shutil.rmtree(out, ignore_errors=True)
+        runs.append(run_once(ct, out, args.cores, args.engine))
+        print(f"run {index + 1}/{args.runs}: {runs[-1]['timing']['total']:.2f} s", file=sys.stderr)
+
+    size = runs[0]["size"]
+    print(
+        f"\nCT {' x '.join(map(str, size['size']))} voxels, spacing "
+        f"{' x '.join(f'{s:.3g}' for s in size['spacing_mm'])} mm; {args.cores} cores; "
+        f"engine {args.engine}; {args.runs} runs (median, min, max)"
+    )
+    print(f"{'stage':<12}{'median s':>10}{'min s':>9}{'max s':>9}")
+    keys = [k for k in (*STAGES, "process", "wall") if k in runs[0]["timing"]]
+    for key in keys:
+        values = [r["timing"][key] for r in runs]
+        print(f"{key:<12}{statistics.median(values):>10.2f}{min(values):>9.2f}{max(values):>9.2f}")
+    peak = max(r["peak_gb"] for r in runs)
+    total = statistics.median(r["timing"]["total"] for r in runs)
+    process = statistics.median(r["timing"]["process"] for r in runs)
+    print(f"{'peak memory':<12}{peak:>10.2f} GB")
+    verdict_t = "OK" if total <= GOAL_S else "OVER"
+    verdict_m = "OK" if peak <= GOAL_GB else "OVER"
+    print(
+        f"\ngoal <= {GOAL_S:g} s: screen() {total:.2f} s {verdict_t} (whole process "
+        f"{process:.2f} s); goal <= {GOAL_GB:g} GB: {peak:.2f} GB {verdict_m}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "cores": args.cores}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
