@@ -606,7 +606,8 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
 @needs_segmentation
 @needs_segment_verb
 def test_background_segmentation_matches_in_process(segmented):
-    logic, volume, node, _ = segmented
+    logic, volume, _, _ = segmented
+    node = logic.process(volume)  # fresh: other tests edit the module's shared segmentation
     job = logic.start_segmentation(volume, sides=("right",))
     assert job.wait(timeout=300) == 0, job.error_message()
     background = logic.finish_segmentation(job)

@@ -471,7 +471,7 @@ class FemurScreenLogic:
             )
             out = classify(pd.DataFrame(rows), model)
             predictions = {str(r["side"]): r for r in out.to_dict(orient="records")}
-        build = getattr(screening, "build_result", None) or screening._build_result
+        build = screening.build_result
         result = build(
             label=case,
             ct=ct,

@@ -152,7 +152,7 @@ def screen(
     with _stage("classify", timing):
         predictions = _classify_rows(rows, model, classify)
 
-    result = _build_result(
+    result = build_result(
         label=label,
         source="given" if case_id else "fingerprint",
         ct=ct,
@@ -199,7 +199,10 @@ def _classify_rows(rows: list[dict], model, classify) -> dict[str, dict]:
     return {str(r["side"]): r for r in out.to_dict(orient="records")}
 
 
-def _build_result(*, label, source, ct, seg, sides, rows, predictions, model, engine) -> dict:
+def build_result(
+    *, label, ct, seg, sides, rows, predictions, model, engine, source="given"
+) -> dict:
+    """The result.json dictionary; public so that the Slicer logic writes the same format."""
     features_by_side = {str(r.get("side")): r for r in rows}
     result: dict[str, Any] = {
         "format": RESULT_FORMAT,
