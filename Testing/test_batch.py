@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -100,23 +101,30 @@ def test_dask_scheduler_gives_the_same_summary(first_run: dict, cts: Path, tmp_p
     pd.testing.assert_frame_equal(_summary(tmp_path / "dask"), _summary(first_run["out"]))
 
 
-def test_csv_input_relative_paths_and_missing_file(cts: Path, tmp_path: Path) -> None:
+def test_csv_input_relative_paths_and_missing_file(
+    first_run: dict, cts: Path, tmp_path: Path
+) -> None:
+    """A CSV of relative paths with its own case_ids. P-001's result is already there (copied
+    from the first run), so it is skipped, not screened again; the missing file is an error."""
     listing = cts / "cases.csv"
     listing.write_text("ct,case_id\nphantom1.nii.gz,P-001\nmissing.nii.gz,P-002\n")
+    out = tmp_path / "csv"
+    shutil.copytree(first_run["out"] / "phantom1", out / "P-001")
     try:
         cases = discover_cases(listing)
         assert [(c.case_id, c.path.name) for c in cases] == [
             ("P-001", "phantom1.nii.gz"),
             ("P-002", "missing.nii.gz"),
         ]
-        table = batch(listing, tmp_path / "csv", progress=None)
+        table = batch(listing, out, progress=None)
     finally:
         listing.unlink()
+    assert table.attrs["skipped"] == 1 and table.attrs["failed"] == 1
     rows = table.set_index(["case_id", "side"])
     assert rows.loc[("P-001", "right"), "status"] != "error"
     assert rows.loc[("P-002", "left"), "status"] == "error"
     assert "not found" in rows.loc[("P-002", "left"), "error"]
-    assert (tmp_path / "csv" / "P-002.error.json").exists()
+    assert (out / "P-002.error.json").exists()
 
 
 def test_discovery_of_folders_and_refusals(tmp_path: Path, real_dicom_dir: Path) -> None:

@@ -123,7 +123,7 @@ def test_training_selects_informative_features_and_cv_auc_is_high(trained, table
 
 def test_model_folder_has_manifest_with_required_keys_and_correct_sha256(model_dir, trained):
     assert (model_dir / "model.skops").is_file()
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
     assert set(REQUIRED_KEYS) <= set(manifest)
     digest = hashlib.sha256((model_dir / "model.skops").read_bytes()).hexdigest()
     assert manifest["sha256"] == digest
@@ -137,7 +137,7 @@ def test_model_folder_has_manifest_with_required_keys_and_correct_sha256(model_d
     assert manifest["cv_metrics"]["auc_ovr"]["normal"]["mean"] > 0.8
     assert manifest["hyperparameters"]["selected"]["mrmr__k"] in SMALL_GRID["mrmr__k"]
     # case ids stay out of a model that may be shipped
-    assert "normal-000" not in (model_dir / "manifest.json").read_text()
+    assert "normal-000" not in (model_dir / "manifest.json").read_text(encoding="utf-8")
     assert not list(model_dir.parent.glob(".clf*")), "temporary folders left behind"
 
 
@@ -215,7 +215,7 @@ def test_untrusted_type_in_model_file_is_refused(model_dir, tmp_path):
         rng.normal(size=(30, 2)), np.arange(30) % 3
     )
     sio.dump(foreign, copy / "model.skops")
-    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
     manifest["sha256"] = sha256_file(copy / "model.skops")  # a consistent but foreign file
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="trusted list") as info:
@@ -262,7 +262,7 @@ def test_applicability_flags_far_rows_and_passes_typical_rows(model_dir, trained
     flagged = classify(far, model_dir)
     assert not flagged["applicable"].any()
     assert flagged["reliability"].str.contains("unreliable").all()
-    stored = json.loads((model_dir / "applicability.json").read_text())
+    stored = json.loads((model_dir / "applicability.json").read_text(encoding="utf-8"))
     assert stored["features"] == trained.features  # plain JSON statistics, no pickle
 
 
@@ -307,7 +307,7 @@ def test_cli_train_then_classify(table, tmp_path, capsys):
     assert code == 0, captured.err
     assert "DEMO MODEL" in captured.err
     assert "AUC normal" in captured.out
-    manifest = json.loads((model / "manifest.json").read_text())
+    manifest = json.loads((model / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["training_data"]["n_rows_skipped"] == 1
     assert manifest["training_data"]["source"] == "cohort.csv"
 

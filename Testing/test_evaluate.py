@@ -73,7 +73,7 @@ def test_asah_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         capsys, "--predictions", str(preds), "--json", str(out_json), "--plot", str(out_png)
     )
     assert code == 0, err
-    report = json.loads(out_json.read_text())
+    report = json.loads(out_json.read_text(encoding="utf-8"))
 
     assert list(report["classes"]) == ["Good", "Poor"]  # not project classes: column order
     poor = report["classes"]["Poor"]
@@ -110,7 +110,7 @@ def test_json_has_the_contract_keys(tmp_path: Path, capsys: pytest.CaptureFixtur
     preds = asah_predictions(tmp_path / "preds.csv")
     out_json = tmp_path / "m.json"
     assert run_cli(capsys, "--predictions", str(preds), "--json", str(out_json))[0] == 0
-    report = json.loads(out_json.read_text())  # strict JSON: no NaN tokens either
+    report = json.loads(out_json.read_text(encoding="utf-8"))  # strict JSON: no NaN tokens either
     assert set(report) == ALL_TOP_KEYS
     for c in report["classes"].values():
         assert set(c) >= CONTRACT_CLASS_KEYS

@@ -39,7 +39,7 @@ def _strip_comment(line: str) -> str:
 
 def _cmake_text(path: Path) -> str:
     """The file without comments."""
-    return "\n".join(_strip_comment(line) for line in path.read_text().splitlines())
+    return "\n".join(_strip_comment(line) for line in path.read_text(encoding="utf-8").splitlines())
 
 
 def _listed(variable_names: tuple[str, ...]) -> set[str]:

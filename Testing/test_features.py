@@ -361,7 +361,7 @@ def test_cache_ignores_an_entry_for_another_key(tmp_path):
     assert cache.get("ab" * 32) == {"status": "ok", "x": 1.0}
     other = "cd" * 32
     cache.path(other).parent.mkdir(parents=True, exist_ok=True)
-    cache.path(other).write_text(cache.path("ab" * 32).read_text())
+    cache.path(other).write_text(cache.path("ab" * 32).read_text(encoding="utf-8"))
     assert cache.get(other) is None
     cache.put("ef" * 32, {"status": "ok", "x": float("nan")})  # never cached
     assert cache.get("ef" * 32) is None

@@ -411,7 +411,7 @@ def test_cli_writes_cases_and_cohort_csv(tmp_path):
         assert arr.min() >= -1024 and arr.max() <= 3071
         assert np.percentile(arr[sitk.GetArrayFromImage(mask) > 0], 95) > 500  # cortex
     assert not list(out_dir.rglob(".tmp-*"))  # no temporary files left behind
-    manifest = json.loads((out_dir / "phantoms.json").read_text())
+    manifest = json.loads((out_dir / "phantoms.json").read_text(encoding="utf-8"))
     assert manifest["synthetic"] is True and manifest["cases"] == 3
     assert (
         manifest["cut_below_lesser_trochanter_mm"] == PROXIMAL_FEMUR_CUT_BELOW_LESSER_TROCHANTER_MM

@@ -117,7 +117,7 @@ def test_evaluate_seg_files_and_folders(tmp_path, capsys):
     r = _write_case(tmp_path / "r", "a.nii.gz", ref)
     out = tmp_path / "m.json"
     assert main(["evaluate-seg", "--pred", str(p), "--ref", str(r), "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(encoding="utf-8"))
     left = report["cases"][0]["sides"]["left"]
     assert 0.6 < left["dice"] < 1.0
     assert left["hd95_mm"] == pytest.approx(2.0, abs=0.6)

@@ -594,12 +594,14 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
 
     frame = pd.read_csv(csv_path)
     assert list(frame["side"]) == ["left", "right"]
-    data = json.loads(logic.export_json(second, tmp_path / "result.json").read_text())
+    data = json.loads(
+        logic.export_json(second, tmp_path / "result.json").read_text(encoding="utf-8")
+    )
     assert data["format"] == "femurscreen-result" and data["demo"] == second.demo
     assert data["models"]["segmentation"]["edited_in_slicer"] is True
     assert first.result["models"]["segmentation"]["edited_in_slicer"] is False
     if logic.report_available():
-        html = logic.export_report(second, tmp_path / "report.html").read_text()
+        html = logic.export_report(second, tmp_path / "report.html").read_text(encoding="utf-8")
         assert "<html" in html.lower()
 
 
