@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +51,40 @@ def write_text(target: str | Path, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a hidden folder beside ``target``, renamed onto it when the block ends without error.
+
+    An existing ``target`` is replaced only once the new folder is complete; on error the
+    hidden folder is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        _flush_folder(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _flush_folder(folder: Path) -> None:
+    """Flush the files of ``folder`` so that the rename never publishes unwritten data, and
+    give them ordinary permissions (temporary files and folders are created private)."""
+    mask = _umask()
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o666 & ~mask)
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    os.chmod(folder, 0o777 & ~mask)

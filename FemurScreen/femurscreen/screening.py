@@ -30,11 +30,7 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +39,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurscreen import __version__
+from femurscreen.atomic import atomic_dir
 from femurscreen.errors import InputError, NoFemurError
 from femurscreen.labels import CLASSES, SIDES
 
@@ -166,7 +163,7 @@ def screen(
     if include_identifiers:
         result["identifiers"] = read_identifiers(ct_path, series_uid)
 
-    with _building(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         with _stage("write", timing):
             write_labels(seg.labels, tmp / "femur.nii.gz")
             write_seg_nrrd(seg.labels, tmp / "femur.seg.nrrd")
@@ -424,39 +421,6 @@ def _check_out_dir(out_dir: Path) -> None:
                 "choose a new or empty folder for --out (an earlier result folder is replaced)",
                 out_dir,
             )
-
-
-@contextlib.contextmanager
-def _building(out_dir: Path) -> Iterator[Path]:
-    """A hidden folder beside ``out_dir``, renamed onto it when the block ends without error."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        _fsync_dir(tmp)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush the files of ``folder`` so that the rename never publishes unwritten data, and
-    give them ordinary permissions (temporary files and folders are created private)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in folder.iterdir():
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o666 & ~mask)
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    os.chmod(folder, 0o777 & ~mask)
 
 
 def _number(value: Any) -> float | None:

@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +25,7 @@ from typing import Any
 
 import skops.io as sio
 
+from femurscreen.atomic import atomic_dir
 from femurscreen.classifier.applicability import Applicability
 from femurscreen.errors import InputError, ModelError
 
@@ -264,9 +261,7 @@ def write_model_dir(
             "choose a new or empty folder for --out (an existing model folder is replaced)",
             out_dir,
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         # deflate: a 500-tree forest shrinks about 13-fold (it is shipped in the repository)
         sio.dump(model, tmp / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
         (tmp / APPLICABILITY_FILE).write_text(
@@ -282,14 +277,4 @@ def write_model_dir(
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         load_model(tmp)  # what we ship must pass the checks every user will run
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
