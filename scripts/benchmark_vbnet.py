@@ -14,6 +14,7 @@ weights find no hips, the true hip centres are handed to the fine passes so both
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -59,13 +60,14 @@ def child(args: argparse.Namespace) -> None:
     """Read + predict in this fresh process; print one JSON line of measurements."""
     import tracemalloc
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     import SimpleITK as sitk
 
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    # first, as in real use: the package sets OpenMP's passive waiting before torch loads
     from femurscreen.segmentation.vbnet import VBNet, VBNetEngine
+
+    torch = importlib.import_module("torch")
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
 
     if args.weights:
         engine = VBNetEngine(args.weights, device="cpu")
@@ -100,6 +102,7 @@ def child(args: argparse.Namespace) -> None:
                 "size": image.GetSize(),
                 "spacing": image.GetSpacing(),
                 "threads": torch.get_num_threads(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "forced_hip_centres": forced,
                 "read_s": round(t_read, 2),
                 "predict_s": round(total - t_read, 2),
