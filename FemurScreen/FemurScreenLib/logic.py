@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ import SimpleITK as sitk
 import slicer
 from femurscreen.errors import FemurScreenError, InputError
 from femurscreen.labels import CLASSES, SIDES
+from femurscreen.values import finite_number, json_safe
 
 from FemurScreenLib import segments as seg_io
 from FemurScreenLib import tables
@@ -81,12 +81,12 @@ class SideInfo:
             return cls(
                 status=str(side.get("status", "ok")),
                 flags=[str(f) for f in side.get("flags") or []],
-                volume_ml=_number(side.get("volume_ml")),
+                volume_ml=finite_number(side.get("volume_ml")),
             )
         return cls(
             status=str(side.status),
             flags=[str(f) for f in side.flags],
-            volume_ml=_number(side.volume_ml),
+            volume_ml=finite_number(side.volume_ml),
         )
 
 
@@ -621,14 +621,6 @@ def _check_sides(sides: Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _parse_json(text: str) -> dict:
     """The JSON object in a process's stdout (ignoring any lines printed before it)."""
     text = (text or "").strip()
@@ -640,21 +632,6 @@ def _parse_json(text: str) -> dict:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON types (NaN/inf -> null, numpy scalars -> Python)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def summary_row(case: str, side: str, info: dict) -> dict:

@@ -29,7 +29,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +41,7 @@ from femurscreen import __version__
 from femurscreen.atomic import atomic_dir
 from femurscreen.errors import InputError, NoFemurError
 from femurscreen.labels import CLASSES, SIDES
+from femurscreen.values import finite_number, json_safe
 
 if TYPE_CHECKING:
     from femurscreen.classifier import LoadedModel
@@ -227,7 +227,7 @@ def build_result(
 def _side_result(name: str, side, features: dict | None, prediction: dict | None) -> dict:
     status = "not_found" if side is None else str(side.status)
     flags = [] if side is None else [str(f) for f in side.flags]
-    volume = None if side is None else _number(side.volume_ml)
+    volume = None if side is None else finite_number(side.volume_ml)
     out: dict[str, Any] = {
         "status": status,
         "graded": False,
@@ -251,7 +251,7 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
         out["reason"] = f"segmentation status '{status}': side not graded"
     if features is not None:
         out["density"] = {
-            key[len("density_") :]: _number(value)
+            key[len("density_") :]: finite_number(value)
             for key, value in features.items()
             if key.startswith("density_")
         }
@@ -260,7 +260,7 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
             out["reason"] = f"features could not be computed: {features.get('error') or ''}"
             _add_flag(out, "feature_error")
     if prediction is not None and str(prediction.get("status", "ok")) == "ok":
-        probabilities = {c: _number(prediction.get(f"p_{c}")) for c in CLASSES}
+        probabilities = {c: finite_number(prediction.get(f"p_{c}")) for c in CLASSES}
         if all(v is not None for v in probabilities.values()):
             out["graded"] = True
             out["probabilities"] = probabilities
@@ -286,7 +286,7 @@ def _landmarks(side) -> dict:
     """World z (LPS, mm) of the head top, lesser trochanter and anatomical cut, when known."""
     out = {}
     for key in ("head_top_z", "lesser_trochanter_z", "cut_z"):
-        value = _number(getattr(side, key, None))
+        value = finite_number(getattr(side, key, None))
         if value is not None:
             out[key.removesuffix("_z")] = round(value, 1)
     return out
@@ -302,7 +302,7 @@ def _segmentation_info(seg, engine: str) -> dict:
     for key in ("model", "model_info", "models"):
         value = getattr(seg, key, None)
         if isinstance(value, dict):
-            info.update(_json_safe(value))
+            info.update(json_safe(value))
     return info
 
 
@@ -331,7 +331,7 @@ def _classifier_info(model) -> dict:
     }
     for key in _MANIFEST_KEYS:
         if key in manifest and isinstance(manifest[key], str | int | float | bool | list):
-            info[key] = _json_safe(manifest[key])
+            info[key] = json_safe(manifest[key])
     return info
 
 
@@ -423,30 +423,8 @@ def _check_out_dir(out_dir: Path) -> None:
             )
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
 def _to_json(result: dict) -> str:
-    return json.dumps(_json_safe(result), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(json_safe(result), indent=2, ensure_ascii=False) + "\n"
 
 
 __all__ = [
