@@ -67,6 +67,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (1e-3)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes drawing training samples (default 0: in the training process); "
+        "results do not depend on it",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="per stage: stop after the epoch that passes this many minutes and write the "
+        "weights (the learning-rate schedule is not shortened; --resume continues)",
+    )
     demo = parser.add_mutually_exclusive_group()
     demo.add_argument(
         "--demo",
@@ -103,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         iters_per_epoch=args.iters_per_epoch,
         lr=args.lr,
         threads=args.threads,
+        workers=max(0, args.workers),
+        max_minutes=args.max_minutes,
         demo=args.demo,
         resume=args.resume,
     )

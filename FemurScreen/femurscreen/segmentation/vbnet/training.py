@@ -17,10 +17,12 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from femurscreen import __version__
@@ -65,7 +67,8 @@ AUGMENTATION = {
     "geometry": "rotation +-10 deg (coarse) / +-12 deg (fine) about each axis and scale 0.9-1.1 "
     "(fine) or coarse spacing x0.9-1.1 (p 0.7)",
     "spacing": "coarse: source resampled to 0.7-3 mm in-plane, 1-5 mm slices (p 0.3); fine: crop "
-    "sampled at 1-2 mm in-plane, 1-3 mm slices then back to the crop grid (p 0.25)",
+    "blurred to the partial volume of 1-3.5 mm in-plane, 1-5 mm slices, sampled on that lattice "
+    "and interpolated back to the crop grid (p 0.35)",
     "field_of_view": "coarse: random box of 50-90% per axis kept, rest air (p 0.3; 2/3 keep a "
     "femur voxel inside); fine: air below a plane through the femur's lower 5-60 % or lateral "
     "of its outer 60-95 % (p 0.2)",
@@ -98,6 +101,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     threads: int | None = None
+    workers: int = 0  # sampling processes (0: draw in the training process)
+    max_minutes: float | None = None  # per stage: stop after the epoch that passes it
     demo: bool | None = None  # None: a demo unless explicitly turned off
     resume: bool = False
     intensity: IntensityNorm = field(default_factory=IntensityNorm)
@@ -142,7 +147,8 @@ def train_seg(
     torch.set_num_threads(max(1, int(threads)))
     cohort = read_cohort(cohort_csv)
     say(f"train-seg: reading {len(cohort.rows)} cases from {cohort.path}")
-    cases = [load_case(row, cohort.path.parent) for row in cohort.rows]
+    with ThreadPoolExecutor(max(1, min(8, int(threads)))) as pool:  # reading frees the GIL
+        cases = list(pool.map(lambda row: load_case(row, cohort.path.parent), cohort.rows))
     train, val = split_cases(cases, cfg.val_fraction, cfg.seed)
     say(
         f"train-seg: {len(train)} training, {len(val)} validation cases; device {device}, "
@@ -225,6 +231,10 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         f"train-seg {stage}: {parameter_count(model):,} parameters, {iters} steps of {batch} "
         f"per epoch, epochs {start_epoch + 1}..{cfg.epochs}"
     )
+    if device.type == "cuda" and stage == "fine":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: tune the convolutions once
+    val_cache: dict = {}
+    stage_t0, stopped_early = time.perf_counter(), False
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, _STAGE_ID[stage], epoch])
@@ -233,18 +243,16 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
             group["lr"] = cfg.lr * (1 - epoch / cfg.epochs) ** 0.9
         model.train()
         losses = []
-        order = rng.permutation(len(units))
-        for it in range(iters):
-            picks = [units[order[(it * batch + j) % len(units)]] for j in range(batch)]
-            pairs = [_draw(sampler, stage, unit, rng, cfg.coarse_classes) for unit in picks]
-            x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].to(device)
-            y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64)).to(device)
+        draws = _Draws(
+            sampler, stage, units, rng.permutation(len(units)), cfg, epoch, iters * batch
+        )
+        for x, y in _batches(draws, batch, cfg.workers, device):
             loss = dice_ce_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        metrics = validate(stage, model, val, sampler, device)
+        metrics = validate(stage, model, val, sampler, device, val_cache)
         record = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
@@ -272,12 +280,22 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
             + f" ({record['seconds']:.0f} s)"
         )
         _save_checkpoint(ckpt, model, opt, epoch + 1, history, settings, started)
+        minutes = (time.perf_counter() - stage_t0) / 60
+        if cfg.max_minutes and minutes >= cfg.max_minutes and epoch + 1 < cfg.epochs:
+            stopped_early = True
+            say(
+                f"train-seg {stage}: time budget of {cfg.max_minutes:g} min used after epoch "
+                f"{epoch + 1}/{cfg.epochs}; writing these weights (--resume continues)"
+            )
+            break
     final = history[-1] if history else {}
     training = {
         "command_line": command_line or " ".join(sys.argv),
         "started": started,
         "finished": _now(),
         "epochs": cfg.epochs,
+        "epochs_done": len(history),
+        "stopped_early_by_time_budget": stopped_early,
         "steps_per_epoch": iters,
         "batch_size": batch,
         "optimizer": f"AdamW lr {cfg.lr} (poly 0.9 decay per epoch), weight decay "
@@ -285,6 +303,7 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         "loss": "cross-entropy + soft Dice (foreground classes, batch Dice)",
         "seed": cfg.seed,
         "device": str(device),
+        "sampling_workers": cfg.workers,
         "augmentation": AUGMENTATION,
         "train_cases": [c.case_id for c in train],
         "val_cases": [c.case_id for c in val],
@@ -318,8 +337,62 @@ def _draw(sampler, stage: str, unit, rng, coarse_classes: int):
     return sampler.pair(case, side, rng)
 
 
+class _Draws(torch.utils.data.Dataset):
+    """One epoch's training pairs; draw ``k`` has its own seed (seed, stage, epoch, k).
+
+    Seeding each draw, not the epoch's stream, makes the pairs independent of how many
+    processes draw them and of their order, so ``--workers`` changes speed, not results.
+    """
+
+    def __init__(self, sampler, stage, units, order, cfg: TrainConfig, epoch: int, n: int):
+        self.sampler, self.stage, self.units, self.order = sampler, stage, units, order
+        self.key = (cfg.seed, _STAGE_ID[stage], epoch)
+        self.coarse_classes, self.n = cfg.coarse_classes, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int):
+        rng = np.random.default_rng([*self.key, k])
+        unit = self.units[self.order[k % len(self.units)]]
+        x, y = _draw(self.sampler, self.stage, unit, rng, self.coarse_classes)
+        return torch.from_numpy(x)[None], torch.from_numpy(y.astype(np.int64))
+
+
+def _quiet_worker(_: int) -> None:
+    """Sampling processes use one thread each: the parallelism is the processes."""
+    torch.set_num_threads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _batches(draws: _Draws, batch: int, workers: int, device):
+    """Batches of ``draws`` on ``device``, drawn in ``workers`` forked processes (or here)."""
+    if workers <= 0:
+        for start in range(0, len(draws), batch):
+            items = [draws[k] for k in range(start, min(start + batch, len(draws)))]
+            yield (
+                torch.stack([i[0] for i in items]).to(device),
+                torch.stack([i[1] for i in items]).to(device),
+            )
+        return
+    loader = torch.utils.data.DataLoader(
+        draws,
+        batch_size=batch,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=_quiet_worker,
+        multiprocessing_context="fork",  # the cases in memory are shared, not pickled
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4,
+    )
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
 @torch.no_grad()
-def validate(stage: str, model: VBNet, cases: list[Case], sampler, device) -> dict:
+def validate(
+    stage: str, model: VBNet, cases: list[Case], sampler, device, cache: dict | None = None
+) -> dict:
     """Dice per side on unaugmented validation inputs (the coarse grid or the centred crop).
 
     The coarse stage also reports how far the hip centres it would hand to the fine pass lie
@@ -332,8 +405,12 @@ def validate(stage: str, model: VBNet, cases: list[Case], sampler, device) -> di
     errors: list[float] = []
     for case in cases:
         if stage == "coarse":
-            hu, grid = coarse_input(case.ct, sampler.spacing)
-            y = labels_on_grid(case.mask, grid, (LEFT, RIGHT), shrink_to=sampler.spacing)
+            key = (stage, case.case_id)
+            if key not in cache:
+                hu, grid = coarse_input(case.ct, sampler.spacing)
+                y = labels_on_grid(case.mask, grid, (LEFT, RIGHT), shrink_to=sampler.spacing)
+                cache[key] = (hu, grid, y)
+            hu, grid, y = cache[key]
             classes = _predict(model, sampler.norm(hu), device)
             sides = side_map(classes, hu, model.config()["out_channels"])
             found = hip_centers(sides, grid, 2.0)
@@ -347,7 +424,10 @@ def validate(stage: str, model: VBNet, cases: list[Case], sampler, device) -> di
         else:
             for side in (LEFT, RIGHT):
                 if side in case.centroids:
-                    x, y = sampler.pair(case, side)
+                    key = (stage, case.case_id, side)
+                    if key not in cache:
+                        cache[key] = sampler.pair(case, side)
+                    x, y = cache[key]
                     scores[side].append(dice_score(_predict(model, x, device) == 1, y == 1))
     out = {
         f"val_dice_{SIDE_NAMES[s]}": (float(np.mean(v)) if v else None) for s, v in scores.items()

@@ -52,11 +52,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_model(model: VBNet, path: str | Path) -> dict:
-    """Write the model's weights as safetensors (atomically); returns file, sha256, bytes."""
+def save_model(model: VBNet, path: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+    """Write the model's weights as safetensors (atomically); returns file, sha256, bytes.
+
+    Floating tensors are stored as ``dtype`` (half by default: the shipped files stay small,
+    and loading widens them into the float32 model, which changes masks by far less than a
+    voxel); integer tensors are kept as they are.
+    """
     path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    data = st_save(state, metadata={"format": FORMAT, "architecture": json.dumps(model.config())})
+    state = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    meta = {"format": FORMAT, "architecture": json.dumps(model.config()), "dtype": str(dtype)}
+    data = st_save(state, metadata=meta)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     _readable(path)
