@@ -356,7 +356,7 @@ class _Draws(torch.utils.data.Dataset):
         rng = np.random.default_rng([*self.key, k])
         unit = self.units[self.order[k % len(self.units)]]
         x, y = _draw(self.sampler, self.stage, unit, rng, self.coarse_classes)
-        return torch.from_numpy(x)[None], torch.from_numpy(y.astype(np.int64))
+        return torch.from_numpy(x)[None], torch.from_numpy(y.astype(np.uint8))  # widened later
 
 
 def _quiet_worker(_: int) -> None:
@@ -372,7 +372,7 @@ def _batches(draws: _Draws, batch: int, workers: int, device):
             items = [draws[k] for k in range(start, min(start + batch, len(draws)))]
             yield (
                 torch.stack([i[0] for i in items]).to(device),
-                torch.stack([i[1] for i in items]).to(device),
+                torch.stack([i[1] for i in items]).to(device).long(),
             )
         return
     loader = torch.utils.data.DataLoader(
@@ -386,7 +386,7 @@ def _batches(draws: _Draws, batch: int, workers: int, device):
         prefetch_factor=4,
     )
     for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
 
 
 @torch.no_grad()
