@@ -399,6 +399,9 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _(
             "Segmented in {seconds:.0f} s. Check the segments, correct them if needed."
         ).format(seconds=job.seconds)
+        model = self.logic.segmentation_info(node).get("model") or {}
+        if model.get("demo"):  # demo segmentation weights are labelled where they are used
+            self.ui.statusLabel.text += " " + (model.get("demo_notice") or _("DEMO weights."))
         self._parameterNode.outputSegmentation = node
         slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
         self._recomputeTimer.stop()

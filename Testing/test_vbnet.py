@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from femurscreen.errors import ModelError
+from femurscreen.errors import FemurScreenError, ModelError
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation.vbnet import (
     InferenceSettings,
@@ -513,3 +513,30 @@ def test_time_budget_stops_a_stage_and_still_writes_weights(tmp_path):
 
     model, _ = load_model(tmp_path / "w", "coarse", manifest, "cpu")
     assert model.config()["out_channels"] == 2
+
+
+def test_init_from_starts_from_verified_weights(tmp_path):
+    cohort = write_cohort(tmp_path, 3, spacing=5.0)
+    kw = dict(stages=("coarse",), iters_per_epoch=2, val_fraction=0.0)
+    first = train_seg(cohort, tmp_path / "a", _tiny(1, **kw), progress=lambda s: None)
+    # learning rate 0: the weights written are those it started from
+    again = train_seg(
+        cohort,
+        tmp_path / "b",
+        _tiny(1, lr=0.0, init_from=tmp_path / "a", **kw),
+        progress=lambda s: None,
+    )
+    entry = again["models"]["coarse"]
+    start, _ = load_model(tmp_path / "a", "coarse", first)
+    end, _ = load_model(tmp_path / "b", "coarse", again)
+    for key, value in start.state_dict().items():
+        assert torch.equal(value, end.state_dict()[key]), key
+    assert entry["training"]["initialised_from"]["sha256"] == first["models"]["coarse"]["sha256"]
+    assert entry["training"]["initialised_from"]["folder"] == "a"
+    with pytest.raises(FemurScreenError, match="another architecture"):
+        train_seg(
+            cohort,
+            tmp_path / "c",
+            _tiny(1, coarse_base_channels=8, init_from=tmp_path / "a", **kw),
+            progress=lambda s: None,
+        )

@@ -238,6 +238,7 @@ class FemurScreenLogic:
         info = {
             "engine": str(getattr(result, "engine", engine)),
             "sides": {s: SideInfo.of(result.sides.get(s)).as_dict() for s in SIDES},
+            "model": dict(getattr(result, "model", None) or {}),
         }
         return self.apply_labels(volume_node, labels, sides, info, segmentation_node)
 
@@ -288,9 +289,11 @@ class FemurScreenLogic:
             report = _parse_json(job.process.stdout)
             labels = sitk.GetArrayFromImage(read_labels(job.output_path))
             sides_report = report.get("sides") if isinstance(report.get("sides"), dict) else {}
+            model = report.get("model") if isinstance(report.get("model"), dict) else {}
             info = {
                 "engine": str(report.get("engine") or job.engine),
                 "sides": {s: SideInfo.of(sides_report.get(s)).as_dict() for s in SIDES},
+                "model": model,
             }
             return self.apply_labels(volume_node, labels, job.sides, info, segmentation_node)
         finally:
@@ -475,7 +478,7 @@ class FemurScreenLogic:
         result = build(
             label=case,
             ct=ct,
-            seg=SimpleNamespace(engine=info["engine"]),
+            seg=SimpleNamespace(engine=info["engine"], model=info.get("model") or {}),
             sides=sides,
             rows=rows,
             predictions=predictions,

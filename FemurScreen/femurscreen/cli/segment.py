@@ -62,6 +62,9 @@ def _progress(fraction: float, message: str) -> None:
 def format_result(report: dict) -> str:
     """A small table: one line per side (status, volume, flags)."""
     lines = [f"{report['mask']}  (engine: {report['engine']})"]
+    model = report.get("model") or {}
+    if model.get("demo"):
+        lines.append(f"*** {model.get('demo_notice') or 'DEMO weights'} ***")
     lines.append(f"{'side':<6} {'status':<10} {'volume_ml':>9}  flags")
     for side, info in report["sides"].items():
         flags = ", ".join(info["flags"]) or "-"

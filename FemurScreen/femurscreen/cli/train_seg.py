@@ -75,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "results do not depend on it",
     )
     parser.add_argument(
+        "--init-from",
+        metavar="WEIGHTS_DIR",
+        default=None,
+        help="start from the verified models of this weights folder (fine-tuning), e.g. the "
+        "shipped FemurScreen/Resources/Models/vbnet-demo",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         workers=max(0, args.workers),
         max_minutes=args.max_minutes,
+        init_from=args.init_from,
         demo=args.demo,
         resume=args.resume,
     )

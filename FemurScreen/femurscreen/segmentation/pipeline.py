@@ -69,13 +69,21 @@ class SegmentationResult:
     sides: dict[str, SideResult]
     engine: str
     timing_s: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # learned weights used, demo status
+
+    @property
+    def demo(self) -> bool:
+        return bool(self.model.get("demo"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "engine": self.engine,
             "sides": {name: side.to_dict() for name, side in self.sides.items()},
             "timing_s": {k: round(v, 3) for k, v in self.timing_s.items()},
         }
+        if self.model:
+            out["model"] = self.model
+        return out
 
 
 def resolve_engine(name: str) -> str:
@@ -167,7 +175,23 @@ def segment(
             "no proximal femur found in the field of view (no femoral head beside the pelvis)",
             "check that the scan covers the hips (femoral heads)",
         )
-    return SegmentationResult(labels=labels, sides=sides, engine=name, timing_s=timing)
+    return SegmentationResult(
+        labels=labels, sides=sides, engine=name, timing_s=timing, model=_model_info(model)
+    )
+
+
+def _model_info(model: Engine) -> dict[str, Any]:
+    """What the engine says about its learned weights (name, hashes, DEMO status), if any.
+
+    Reports and the Slicer panel show it, so demo weights are labelled wherever they are used.
+    """
+    describe = getattr(model, "describe", None)
+    if not callable(describe):
+        return {}
+    info = dict(describe())
+    info.pop("device", None)
+    info.pop("engine", None)
+    return info
 
 
 def _on_input_grid(raw: sitk.Image, image: sitk.Image) -> sitk.Image:

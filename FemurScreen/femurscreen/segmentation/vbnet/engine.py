@@ -160,7 +160,8 @@ class VBNetEngine:
         models = self.manifest.get("models", {})
         return {
             "engine": self.name,
-            "weights_dir": None if self.weights_dir is None else str(self.weights_dir),
+            # the folder's name only: an install path says nothing useful in a report
+            "name": None if self.weights_dir is None else Path(self.weights_dir).name,
             "demo": self.demo,
             "demo_notice": self.demo_notice,
             "models": {

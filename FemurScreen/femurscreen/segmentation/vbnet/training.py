@@ -50,6 +50,7 @@ from .weights import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    load_model,
     read_manifest,
     save_model,
     write_manifest,
@@ -66,9 +67,10 @@ AUGMENTATION = {
     "(p 0.6)",
     "geometry": "rotation +-10 deg (coarse) / +-12 deg (fine) about each axis and scale 0.9-1.1 "
     "(fine) or coarse spacing x0.9-1.1 (p 0.7)",
+    "bone_contrast": "fine: HU above 60 scaled by 0.55-1.1 about 60 (p 0.5)",
     "spacing": "coarse: source resampled to 0.7-3 mm in-plane, 1-5 mm slices (p 0.3); fine: crop "
     "blurred to the partial volume of 1-3.5 mm in-plane, 1-5 mm slices, sampled on that lattice "
-    "and interpolated back to the crop grid (p 0.35)",
+    "and interpolated back to the crop grid (p 0.5)",
     "field_of_view": "coarse: random box of 50-90% per axis kept, rest air (p 0.3; 2/3 keep a "
     "femur voxel inside); fine: air below a plane through the femur's lower 5-60 % or lateral "
     "of its outer 60-95 % (p 0.2)",
@@ -103,6 +105,7 @@ class TrainConfig:
     threads: int | None = None
     workers: int = 0  # sampling processes (0: draw in the training process)
     max_minutes: float | None = None  # per stage: stop after the epoch that passes it
+    init_from: Path | None = None  # weights folder whose models start the training
     demo: bool | None = None  # None: a demo unless explicitly turned off
     resume: bool = False
     intensity: IntensityNorm = field(default_factory=IntensityNorm)
@@ -218,6 +221,10 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         say(f"train-seg {stage}: resuming after epoch {start_epoch} from {ckpt}")
     elif cfg.resume:
         say(f"train-seg {stage}: no checkpoint at {ckpt}; starting from scratch")
+    init = None
+    if cfg.init_from is not None and start_epoch == 0:
+        init = _initialise(model, Path(cfg.init_from), stage, arch)
+        say(f"train-seg {stage}: starting from {init['folder']} (sha256 {init['sha256'][:12]}...)")
     sampler = _sampler(stage, cfg)
     units = _units(stage, train)
     if not units:
@@ -302,6 +309,7 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         f"{cfg.weight_decay}",
         "loss": "cross-entropy + soft Dice (foreground classes, batch Dice)",
         "seed": cfg.seed,
+        "initialised_from": init,
         "device": str(device),
         "sampling_workers": cfg.workers,
         "augmentation": AUGMENTATION,
@@ -311,6 +319,20 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         "history": history,
     }
     return model.eval(), training
+
+
+def _initialise(model: VBNet, folder: Path, stage: str, arch: dict) -> dict:
+    """Load a verified weights file of the same architecture into ``model`` (fine-tuning)."""
+    loaded, entry = load_model(folder, stage)
+    if loaded.config() != arch:
+        raise FemurScreenError(
+            f"the {stage} model in {folder} has another architecture ({loaded.config()}) than "
+            f"asked for ({arch})",
+            "use the same --base-channels/--coarse-classes as those weights, or drop --init-from",
+            path=folder,
+        )
+    model.load_state_dict(loaded.state_dict())
+    return {"folder": folder.name, "sha256": entry["sha256"]}
 
 
 def _sampler(stage: str, cfg: TrainConfig):
