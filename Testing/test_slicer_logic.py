@@ -27,6 +27,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 vtk = pytest.importorskip("vtk")
 
 from femurscreen.labels import CLASSES, LEFT, RIGHT, SIDE_COLORS  # noqa: E402
+from femurscreen.resources import resource_dir  # noqa: E402
 from FemurScreenLib import segments as seg_io  # noqa: E402
 from FemurScreenLib import tables, volume_convert  # noqa: E402
 from FemurScreenLib.background import BackgroundProcess  # noqa: E402
@@ -644,3 +645,20 @@ def test_child_environment_puts_the_core_on_the_path():
     env = child_environment()
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(CORE_DIR)
     assert (CORE_DIR / "femurscreen" / "__init__.py").exists()
+
+
+@needs_segmentation
+@needs_segment_verb
+def test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result(core):
+    """A background VB-Net run: the node's info carries the DEMO status the panel shows."""
+    phantom = resource_dir() / "SampleData" / "femurscreen_phantom_ct.nii.gz"
+    volume = _load_volume(core.scene, phantom, "phantom for vbnet")
+    logic = FemurScreenLogic(core.scene)
+    job = logic.start_segmentation(volume, engine="vbnet")
+    assert job.wait(timeout=300) == 0, job.error_message()
+    node = logic.finish_segmentation(job)
+    info = logic.segmentation_info(node)
+    assert info["engine"] == "vbnet"
+    assert info["model"]["demo"] is True and info["model"]["demo_notice"].startswith("DEMO")
+    plain = logic.process(volume, engine="classical")
+    assert logic.segmentation_info(plain)["model"] == {}  # no learned weights, nothing to flag
