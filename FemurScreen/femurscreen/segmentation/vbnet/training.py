@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import sys
@@ -389,6 +390,9 @@ def _quiet_worker(_: int) -> None:
 
 def _batches(draws: _Draws, batch: int, workers: int, device):
     """Batches of ``draws`` on ``device``, drawn in ``workers`` forked processes (or here)."""
+    if workers > 0 and "fork" not in multiprocessing.get_all_start_methods():
+        log.warning("train-seg: no fork() on this system; drawing samples in this process")
+        workers = 0
     if workers <= 0:
         for start in range(0, len(draws), batch):
             items = [draws[k] for k in range(start, min(start + batch, len(draws)))]
