@@ -575,7 +575,8 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
     segment_id = seg_io.side_segment_ids(node)[side][0]
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
     rows = np.flatnonzero(mask.any(axis=(1, 2)))
-    mask[rows[len(rows) // 2] :] = 0  # erase the upper half of the femur (head and neck)
+    full = mask.copy()
+    mask[rows[2 * len(rows) // 3] :] = 0  # erase the upper third of the femur (the head)
     slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, volume)
     assert logic.is_edited(node)
 
@@ -588,6 +589,16 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
     assert second.result[side]["volume_ml"] < first.result[side]["volume_ml"]
     p1, p2 = first.result[side]["probabilities"], second.result[side]["probabilities"]
     assert any(not math.isclose(p1[c], p2[c], abs_tol=1e-9) for c in CLASSES)
+
+    # An edit that leaves no valid femur on a side: that side reports why, nothing raises.
+    broken = full.copy()
+    broken[rows[len(rows) // 2] :] = 0  # head and neck gone: no intertrochanteric region
+    slicer.util.updateSegmentBinaryLabelmapFromArray(broken, node, segment_id, volume)
+    third = logic.compute(volume, node)
+    assert not third.result[side]["graded"]
+    assert "intertrochanteric" in json.dumps(third.result[side])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, volume)
+    second = logic.compute(volume, node)
 
     # Exports: CSV (one row per side), result.json in the CLI's format, the HTML report.
     csv_path = logic.export_csv(second, tmp_path / "femur.csv")

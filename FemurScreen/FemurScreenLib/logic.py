@@ -428,7 +428,6 @@ class FemurScreenLogic:
 
     def compute(self, volume_node, segmentation_node) -> ScreeningResult:
         """Features and bone-status probabilities of the segments as they are now."""
-        import pandas as pd
         from femurscreen import screening
         from femurscreen.classifier import classify
         from femurscreen.features import DENSITY_KEYS, extract_case_features
@@ -472,8 +471,7 @@ class FemurScreenLogic:
                 only=list(dict.fromkeys([*model.features, *DENSITY_KEYS])),
                 sides=graded,
             )
-            out = classify(pd.DataFrame(rows), model)
-            predictions = {str(r["side"]): r for r in out.to_dict(orient="records")}
+            predictions = screening.classify_rows(rows, model, classify)
         build = screening.build_result
         result = build(
             label=case,

@@ -147,7 +147,7 @@ def screen(
                 sides=tuple(to_grade),
             )
     with _stage("classify", timing):
-        predictions = _classify_rows(rows, model, classify)
+        predictions = classify_rows(rows, model, classify)
 
     result = build_result(
         label=label,
@@ -185,10 +185,15 @@ def screen(
 # Pieces of the result
 
 
-def _classify_rows(rows: list[dict], model, classify) -> dict[str, dict]:
-    """Classifier output per side for the rows whose extraction succeeded."""
+def classify_rows(rows: list[dict], model, classify) -> dict[str, dict]:
+    """Classifier output per side for the rows whose extraction succeeded.
+
+    A side whose extraction failed (e.g. an edited mask with no intertrochanteric region left)
+    keeps its error in the result; it must not stop the other side from being graded.
+    """
     import pandas as pd
 
+    rows = [r for r in rows if r.get("status", "ok") != "error"]
     if not rows:
         return {}
     table = pd.DataFrame(rows)

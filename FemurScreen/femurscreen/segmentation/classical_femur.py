@@ -38,6 +38,8 @@ IMPLANT_MEND_MM = 12.0
 MAX_HOLE_AREA_MM2 = 2500.0  # per-slice holes in the bone domain (the pelvic cavity is larger)
 MAX_MARROW_AREA_MM2 = 5000.0  # per-slice holes in the femur mask alone
 PEAK_RADIUS_MM = 3.0  # the cortical peak is looked for this far around a voxel
+FINE_SURFACE_SPACING_MM = 1.5  # at or below: the surface is the half-maximum
+COARSE_SURFACE_FRACTION = 0.65  # at 3 mm and above (blurred thin cortex), see surface_fraction
 PEEL_DEPTH_MM = 3.0  # the half-maximum surface moves the liberal surface in by at most this
 NECK_SEED_ANGLE_DEG = 30.0
 ACETABULUM_SEED_ANGLE_DEG = 70.0
@@ -100,11 +102,26 @@ def smooth_hu(array: np.ndarray, spacing: float) -> np.ndarray:
     return ndi.gaussian_filter(clipped, sigma) if sigma > 0.2 else clipped
 
 
+def surface_fraction(spacing: float) -> float:
+    """Where between soft tissue (0) and the cortical peak (1) the bone surface is put.
+
+    Half way is right for a sharp image. On a coarse grid the thin cortex is blurred over
+    several millimetres and its half-maximum lies outside the true surface: on 10 phantoms
+    resampled to 3 mm, half way gave +16 % volume; 0.8 gave +7 % and the best Dice, but made the
+    real CT's right femur less stable under 3 degree rotations (Dice with the unrotated mask
+    0.867 -> 0.845); 0.65 keeps it (0.856) at +12 % volume, Dice 0.927.
+    """
+    t = float(np.clip((spacing - FINE_SURFACE_SPACING_MM) / 1.5, 0.0, 1.0))
+    return 0.5 + (COARSE_SURFACE_FRACTION - 0.5) * t
+
+
 def half_max_bone(smooth: np.ndarray, spacing: float) -> np.ndarray:
-    """Voxels brighter than half way between the local cortical peak and soft tissue."""
+    """Voxels brighter than the surface level between the local cortical peak and soft
+    tissue (half way on fine grids, see ``surface_fraction``)."""
     size = max(3, 2 * int(round(PEAK_RADIUS_MM / spacing)) + 1)
     peak = ndi.maximum_filter(smooth, size=size)
-    level = np.maximum(MIN_BONE_HU, 0.5 * (peak + SOFT_TISSUE_HU))
+    fraction = surface_fraction(spacing)
+    level = np.maximum(MIN_BONE_HU, SOFT_TISSUE_HU + fraction * (peak - SOFT_TISSUE_HU))
     return smooth > level
 
 

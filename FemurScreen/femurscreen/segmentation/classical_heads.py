@@ -34,7 +34,8 @@ VOTE_DISTANCES_MM = (14.0, 30.0)  # distances along the gradient at which edges 
 MIN_MIDLINE_OFFSET_MM = 45.0  # head centres lie 55-130 mm from the midline
 MAX_MIDLINE_OFFSET_MM = 160.0
 MIN_SUPPORT = 0.35  # fraction of rays whose surface point agrees with the fitted sphere
-MIN_INTERIOR_HU = 80.0  # mean HU inside the inner 60 % of the ball: bone (or metal)
+MIN_INTERIOR_HU = 60.0  # mean HU inside the inner 60 % of the ball: bone (or metal); an
+# osteoporotic head blurred to 3 mm measured 70-79 (80 rejected it), muscle is 40-60
 EDGE_CLIP_HU = (-200.0, 800.0)  # metal and dense cortex clipped so they do not dominate edges
 CANDIDATES_PER_SIDE = 3
 MIN_FINE_SUPPORT = 0.3
