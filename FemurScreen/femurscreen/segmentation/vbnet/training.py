@@ -389,27 +389,21 @@ def _quiet_worker(_: int) -> None:
 
 
 def _batches(draws: _Draws, batch: int, workers: int, device):
-    """Batches of ``draws`` on ``device``, drawn in ``workers`` forked processes (or here)."""
+    """Batches of ``draws`` on ``device``, drawn in ``workers`` forked processes (0: here)."""
     if workers > 0 and "fork" not in multiprocessing.get_all_start_methods():
         log.warning("train-seg: no fork() on this system; drawing samples in this process")
         workers = 0
-    if workers <= 0:
-        for start in range(0, len(draws), batch):
-            items = [draws[k] for k in range(start, min(start + batch, len(draws)))]
-            yield (
-                torch.stack([i[0] for i in items]).to(device),
-                torch.stack([i[1] for i in items]).to(device).long(),
-            )
-        return
+    forked = workers > 0
     loader = torch.utils.data.DataLoader(
         draws,
         batch_size=batch,
         shuffle=False,
         num_workers=workers,
-        worker_init_fn=_quiet_worker,
-        multiprocessing_context="fork",  # the cases in memory are shared, not pickled
+        worker_init_fn=_quiet_worker if forked else None,
+        # forked: the cases in memory are shared with the workers, not pickled
+        multiprocessing_context="fork" if forked else None,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4,
+        prefetch_factor=4 if forked else None,
     )
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
