@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_common import make_abdomen_phantom, pinned
 
 GOAL_S = 10.0
 GOAL_GB = 3.0
@@ -43,25 +44,6 @@ STAGES = (
 )
 
 
-def make_phantom(folder: Path) -> Path:
-    """One abdomen-size phantom CT (512 x 512 x ~300) with the project's phantom generator."""
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "femurscreen", "phantom", str(folder), "--cases", "1"]
-    command += ["--size", "abdomen"]
-    subprocess.run(command, check=True)
-    found = sorted(
-        p for p in folder.rglob("*") if p.name.endswith((".nii.gz", ".nrrd", ".mha")) and _is_ct(p)
-    )
-    if not found:
-        raise SystemExit(f"no CT found under {folder} after 'femurscreen phantom'")
-    return found[0]
-
-
-def _is_ct(path: Path) -> bool:
-    name = path.name.lower()
-    return not any(word in name for word in ("label", "mask", "seg", "femur"))
-
-
 def child(ct: str, out: str, engine: str) -> None:
     """Runs inside the pinned process: one screen, timings as JSON on stdout."""
     started = time.perf_counter()
@@ -75,15 +57,7 @@ def child(ct: str, out: str, engine: str) -> None:
 
 
 def run_once(ct: Path, out: Path, cores: int, engine: str) -> dict:
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(cores)
-    available = sorted(os.sched_getaffinity(0))
-    pinned = available[:cores]
-
-    def pin() -> None:
-        os.sched_setaffinity(0, pinned)
-
+    env, pin = pinned(cores)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", str(ct), str(out), "--engine", engine],
@@ -116,7 +90,7 @@ def main() -> int:
         return 0
 
     work = args.work or Path(tempfile.mkdtemp(prefix="femurscreen-bench-"))
-    ct = args.ct or make_phantom(work / "phantom")
+    ct = args.ct or make_abdomen_phantom(work / "phantom")
     runs = []
     for index in range(args.runs):
         out = work / f"out{index}"

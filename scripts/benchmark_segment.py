@@ -25,22 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def make_phantom(folder: Path) -> Path:
-    ct = folder / "case_0000" / "ct.nii.gz"
-    if not ct.is_file():
-        cmd = [sys.executable, "-m", "femurscreen", "phantom", str(folder)]
-        cmd += ["--cases", "1", "--size", "abdomen", "--seed", "5"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return ct
+from bench_common import make_abdomen_phantom, pinned
 
 
 def run_once(ct: Path, engine: str, cores: int, out: Path) -> dict:
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(cores)
-    env["SITK_NUM_THREADS"] = str(cores)
-    cpus = sorted(os.sched_getaffinity(0))[:cores]
+    env, pin = pinned(cores)
     cmd = [sys.executable, "-m", "femurscreen", "segment", str(ct), "--out", str(out)]
     cmd += ["--engine", engine, "--json"]
     t0 = time.perf_counter()
@@ -49,7 +38,7 @@ def run_once(ct: Path, engine: str, cores: int, out: Path) -> dict:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        preexec_fn=pin,
     )
     stdout = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -74,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("output/benchmark-segment"))
     args = parser.parse_args(argv)
 
-    ct = args.ct or make_phantom(args.cache)
+    ct = args.ct or make_abdomen_phantom(args.cache, seed=5)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for engine in args.engines:
