@@ -20,7 +20,10 @@ from femurscreen.phantom.anatomy import (
 from femurscreen.phantom.bones import femur_prims, pelvis_prims, vertebra_prims
 from femurscreen.phantom.grid import DIRECTION_MODES, SIZES, Grid, direction_for, grid_around
 from femurscreen.phantom.render import Painter, finish, slabs
+from femurscreen.phantom.scanner import Scanner
+from femurscreen.phantom.scanner import resolve as resolve_scanner
 from femurscreen.phantom.texture import make_tile
+from femurscreen.phantom.truth import side_truth
 
 # independent random streams of a case, so that changing one (say the grid orientation)
 # never changes the others (the patient, the noise)
@@ -32,7 +35,9 @@ class PhantomOptions:
     """How a case is imaged. ``direction`` is a mode of ``--direction`` or an explicit
     row-major 3x3 direction matrix; ``implant``/``truncate`` are False, True (side drawn
     from the case seed) or a side name; ``fov`` replaces the field of view by a world box
-    ((x0, y0, z0), (x1, y1, z1)) in mm, e.g. to render only one hip in a test."""
+    ((x0, y0, z0), (x1, y1, z1)) in mm, e.g. to render only one hip in a test.
+    ``scanner``: "identity" (default: HU exactly as before scanners existed), "random" (drawn
+    from the case seed, see :mod:`femurscreen.phantom.scanner`) or a Scanner."""
 
     size: str = "hips"
     spacing: tuple[float, float, float] | None = None
@@ -41,8 +46,11 @@ class PhantomOptions:
     truncate: bool | str = False
     noise: bool = True
     fov: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    scanner: str | Scanner = "identity"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.scanner, Scanner) and self.scanner not in ("identity", "random"):
+            raise ValueError(f"scanner must be 'identity' or 'random', got {self.scanner!r}")
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
         if isinstance(self.direction, str) and self.direction not in DIRECTION_MODES:
@@ -189,14 +197,38 @@ def make_case(
             bone_paint.paint_implant(painter, implant[0], anatomy.implant.hu, implant[1])
         painter.scratch.clear()
 
+    # the truth is read from the physical (reference-HU) field before scanner, blur and noise
+    truth = density_truth(anatomy, grid, painter)
+    scanner = resolve_scanner(options.scanner, seed)
+    scanner.apply(painter.hu)
     if not options.noise:
         anatomy.imaging.noise_sd = 0.0
     ct = finish(painter, rngs[STREAM_NOISE])
     ct_image = grid.image(ct)
     mask_image = grid.image(painter.label)
     info = case_info(anatomy, grid)
+    info["scanner"] = scanner.as_dict()
+    info.update(truth)
     info["render_seconds"] = round(time.perf_counter() - start, 3)
     return ct_image, mask_image, info
+
+
+def density_truth(anatomy: Anatomy, grid: Grid, painter: Painter) -> dict:
+    """True femoral-neck and total-hip aBMD per side (``true_fn_abmd_<side>_g_cm2``...),
+    None for a side with an implant (its label holds metal) or a field of view that cuts it."""
+    out: dict = {}
+    origin = np.asarray(grid.origin, dtype=np.float64)
+    for side in anatomy.femurs:
+        got = None
+        if side not in (anatomy.implant.side if anatomy.implant else "", anatomy.truncated_side):
+            value = bone_paint.LABEL_OF_SIDE[side]
+            got = side_truth(
+                anatomy, side, painter.hu, painter.label, value, grid.matrix, origin, grid.spacing
+            )
+        for key in ("fn_abmd", "th_abmd"):
+            v = None if got is None else round(got[f"{key}_g_cm2"], 5)
+            out[f"true_{key}_{side}_g_cm2"] = v
+    return out
 
 
 def case_info(anatomy: Anatomy, grid: Grid) -> dict:

@@ -39,7 +39,16 @@ EXTRA_COLUMNS = (
     "trabecular_hu",
     "cortex_mm",
     "noise_sd",
+    "true_fn_abmd_g_cm2",
+    "true_th_abmd_g_cm2",
+    "true_fn_abmd_left_g_cm2",
+    "true_fn_abmd_right_g_cm2",
+    "true_th_abmd_left_g_cm2",
+    "true_th_abmd_right_g_cm2",
+    "scanner",
 )
+# true_fn/th_abmd_g_cm2: mean of the sides that have a truth (no implant, not cut by the field
+# of view), from the case's analytic anatomy (femurscreen.phantom.truth); empty when none has
 CT_NAME = "ct.nii.gz"
 MASK_NAME = "femur.nii.gz"
 INFO_NAME = "info.json"
@@ -142,9 +151,22 @@ def render_case(
         "trabecular_hu": info["trabecular_hu"],
         "cortex_mm": info["cortex_mm"],
         "noise_sd": info["noise_sd"],
+        **_truth_columns(info),
+        "scanner": " ".join(f"{k}={v:g}" for k, v in info["scanner"].items() if "gain" not in k),
         "_index": index,
         "_seconds": info["render_seconds"],
     }
+
+
+def _truth_columns(info: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key in ("fn", "th"):
+        values = [info.get(f"true_{key}_abmd_{side}_g_cm2") for side in ("left", "right")]
+        for side, v in zip(("left", "right"), values, strict=True):
+            out[f"true_{key}_abmd_{side}_g_cm2"] = "" if v is None else f"{v:.4f}"
+        have = [v for v in values if v is not None]
+        out[f"true_{key}_abmd_g_cm2"] = f"{np.mean(have):.4f}" if have else ""
+    return out
 
 
 def _progress_line(done: int, total: int, row: dict) -> str:
