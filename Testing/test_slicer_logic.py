@@ -673,3 +673,225 @@ def test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result(core)
     assert info["model"]["demo"] is True and info["model"]["demo_notice"].startswith("DEMO")
     plain = logic.process(volume, engine="classical")
     assert logic.segmentation_info(plain)["model"] == {}  # no learned weights, nothing to flag
+
+
+# ---------------------------------------------------------------------------- one grading path
+
+
+def _comparable(result: dict) -> dict:
+    """A result without what differs between two runs of the same case (time stamps)."""
+    from femurscreen.values import json_safe
+
+    out = json_safe(result)
+    out.pop("created_utc", None)
+    out.pop("timing_s", None)
+    return out
+
+
+@needs_segmentation
+@needs_model
+def test_background_grading_equals_in_process_on_the_real_ct(segmented):
+    """The GUI's grading (a child process) gives exactly what compute() gives in-process."""
+    logic, volume, _, _ = segmented
+    node = logic.process(volume)  # fresh: other tests edit the module's shared segmentation
+    here = logic.compute(volume, node)
+    job = logic.start_grading(volume, node)
+    assert job.wait(timeout=300) == 0, job.error_message()
+    assert job.progress == 1.0 and "grading" in job.message
+    there = logic.finish_grading(job)
+    assert not job.temp_dir.exists()
+    assert _comparable(there.result) == _comparable(here.result)
+    assert there.result["right"]["graded"] and there.result["left"]["status"] == "implant"
+    from femurscreen.values import json_safe
+
+    assert json_safe(there.rows) == json_safe(here.rows)
+    # The same table nodes are filled as by compute (views update in place).
+    assert there.features_table is here.features_table
+    assert there.results_table.GetNumberOfRows() == 2
+
+
+@needs_segmentation
+@needs_model
+def test_slicer_and_cli_grade_the_same_labels_identically(segmented, tmp_path):
+    """Slicer's Logic and screen() both call femurscreen.grading.grade: same labels, same
+    features and probabilities (no copy of the sequence that could drift)."""
+    from femurscreen import grading, screening
+    from femurscreen.classifier import load_model
+    from femurscreen.segmentation import segment
+
+    logic, volume, _, _ = segmented
+    ct = volume_convert.volume_to_image(volume)
+    seg = segment(ct)
+    node = logic.apply_labels(
+        volume,
+        sitk.GetArrayFromImage(seg.labels),
+        ("left", "right"),
+        {
+            "engine": str(seg.engine),
+            "sides": {
+                s: {"status": v.status, "flags": list(v.flags)} for s, v in seg.sides.items()
+            },
+        },
+    )
+    slicer_result = logic.compute(volume, node).result
+    core = grading.grade(
+        ct,
+        seg.labels,
+        sides=seg.sides,
+        model=load_model(logic.model_dir_path()),
+        label=screening.fingerprint(ct),
+        source="fingerprint",
+        segmentation=grading.segmentation_info(seg),
+    ).result
+    for side in ("left", "right"):
+        assert slicer_result[side]["status"] == core[side]["status"]
+        assert slicer_result[side]["probabilities"] == core[side]["probabilities"]
+        assert slicer_result[side]["density"] == core[side]["density"]
+    assert slicer_result["case"] == core["case"]
+
+
+@needs_segmentation
+@needs_model
+def test_grading_can_be_cancelled(segmented):
+    logic, volume, node, _ = segmented
+    job = logic.start_grading(volume, node)
+    job.cancel()
+    job.wait(timeout=30)
+    assert job.cancelled
+    from femurscreen.errors import FemurScreenError
+
+    with pytest.raises(FemurScreenError, match="cancelled"):
+        logic.finish_grading(job)
+    assert not job.temp_dir.exists()
+
+
+# ---------------------------------------------------------------------------- panel state
+
+
+def test_plot_view_keeps_its_own_chart(scene):
+    """Other charts shown in Slicer must not replace the panel's probability chart."""
+    logic = FemurScreenLogic(scene)
+    view = logic.plot_view_node()
+    assert view.IsA("vtkMRMLPlotViewNode")
+    assert view.GetDoPropagatePlotChartSelection() is False
+    assert logic.plot_view_node() is view  # one per scene
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode") == 1
+    editor = logic.segment_editor_node()
+    assert editor.IsA("vtkMRMLSegmentEditorNode") and logic.segment_editor_node() is editor
+
+
+def _air_volume(scene):
+    """A volume of air only: every CT check downstream refuses it (not a CT of the hips)."""
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "air")
+    data = vtk.vtkImageData()
+    data.SetDimensions(32, 32, 16)
+    data.AllocateScalars(vtk.VTK_SHORT, 1)
+    data.GetPointData().GetScalars().Fill(-1000)
+    volume.SetAndObserveImageData(data)
+    volume.SetSpacing(2.0, 2.0, 3.0)
+    return volume
+
+
+@needs_segment_verb
+def test_failed_segmentation_resets_the_panel(scene):
+    from FemurScreenLib.logic import PanelState
+
+    volume = _air_volume(scene)
+    state = PanelState(FemurScreenLogic(scene))
+    assert state.start_segmentation(volume, "classical", ("left", "right")) is None
+    assert state.controls(volume=True, segmentation=False, sides=True).segment_text == "Cancel"
+    job = state.segmentation_job
+    assert job.wait(timeout=120) != 0
+    outcome = state.finish_segmentation()  # must not raise: the widget relies on it
+    assert outcome.node is None and outcome.error and not outcome.cancelled
+    assert not state.segmenting and state.job is None
+    controls = state.controls(volume=True, segmentation=False, sides=True)
+    assert controls.segment_text == "Segment" and controls.segment_enabled and not controls.busy
+    assert not job.temp_dir.exists()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+@needs_segmentation
+@needs_model
+def test_failed_recompute_clears_the_stale_result(segmented, tmp_path):
+    """After a failed grading the old result is neither shown nor exportable."""
+    from FemurScreenLib.logic import PanelState
+
+    logic, volume, _, _ = segmented
+    node = logic.process(volume)
+    state = PanelState(logic)
+    assert state.start_grading(volume, node) is None
+    running = state.controls(volume=True, segmentation=True, sides=True)
+    assert running.recompute_text == "Cancel" and running.busy
+    assert not running.export_result_enabled and not running.segment_enabled
+    state.grading_job.wait(timeout=300)
+    outcome = state.finish_grading()
+    assert outcome.error is None and state.result is outcome.result
+    assert state.controls(volume=True, segmentation=True, sides=True).export_result_enabled
+
+    # 1. The child fails (a corrupt classifier folder): the error comes back as text.
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{ not json", encoding="utf-8")
+    good_model = logic.model_dir
+    logic.model_dir = broken
+    try:
+        assert state.start_grading(volume, node) is None
+        state.grading_job.wait(timeout=300)
+        outcome = state.finish_grading()
+    finally:
+        logic.model_dir = good_model
+    assert outcome.result is None and "manifest" in outcome.error
+    assert state.result is None and not state.grading
+    controls = state.controls(volume=True, segmentation=True, sides=True)
+    assert not controls.export_result_enabled and controls.recompute_text == "Recompute"
+
+    # 2. It cannot even start (every femur voxel erased): same reset, clear message.
+    assert state.start_grading(volume, node) is None
+    state.grading_job.wait(timeout=300)
+    assert state.finish_grading().error is None and state.result is not None
+    for segment_ids in seg_io.side_segment_ids(node).values():
+        for segment_id in segment_ids:
+            empty = np.zeros(volume_convert.volume_array(volume).shape, dtype=np.uint8)
+            slicer.util.updateSegmentBinaryLabelmapFromArray(empty, node, segment_id, volume)
+    error = state.start_grading(volume, node)
+    assert error and "no left or right femur voxels" in error
+    assert state.result is None and not state.grading
+    assert not state.controls(volume=True, segmentation=True, sides=True).export_result_enabled
+
+
+def test_recompute_checks_packages_before_starting(scene, real_ct_path):
+    """A missing grading package is a clear error naming it, and no child is started."""
+    from FemurScreenLib import dependencies
+    from FemurScreenLib.logic import MissingPackagesError, PanelState
+
+    volume = _load_volume(scene, real_ct_path)
+    logic, node, _ = _segmentation_with_boxes(scene, volume)
+    asked = []
+    absent = dependencies.Requirement("femurscreen-no-such-package", ">=1", "test")
+
+    def requirements_for(engine, stage):
+        asked.append((engine, stage))
+        return (absent,)
+
+    logic.requirements_for = requirements_for
+    with pytest.raises(MissingPackagesError, match="femurscreen-no-such-package") as caught:
+        logic.start_grading(volume, node, engine="classical")
+    assert [m.requirement for m in caught.value.needed] == [absent]
+    assert asked == [("classical", "grade")]
+    state = PanelState(logic)
+    error = state.start_grading(volume, node, "classical")
+    assert "femurscreen-no-such-package" in error and not state.grading
+
+
+def test_each_step_asks_only_for_its_own_packages():
+    """Segment with the classical engine needs neither PyTorch nor pyradiomics; grading needs
+    the classifier's and pyradiomics' packages whatever the engine."""
+    logic = FemurScreenLogic(slicer.vtkMRMLScene())
+    segment = {r.name for r in logic.requirements_for("classical", "segment")}
+    grade = {r.name for r in logic.requirements_for("classical", "grade")}
+    assert "torch" not in segment | grade
+    assert not {n for n in segment if "radiomics" in n.lower()}
+    assert {"scikit-learn", "skops"} <= grade
+    assert any("radiomics" in n.lower() for n in grade)
+    assert "torch" in {r.name for r in logic.requirements_for("vbnet", "segment")}

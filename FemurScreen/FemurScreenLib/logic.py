@@ -8,7 +8,12 @@ GUI, in Slicer's Python console, in the module's self-test and in pytest on ``sl
   do the same in a child process (``python -m femurscreen segment``), which the GUI uses so that
   Slicer stays responsive and the run can be cancelled.
 - :meth:`FemurScreenLogic.compute` reads the (possibly edited) segments back on the CT grid,
-  extracts the model's features, classifies each graded side and fills tables and a bar chart.
+  and grades them through the core's one grading path (:func:`femurscreen.grading.grade`, the
+  same call ``femurscreen screen`` makes), then fills tables and a bar chart;
+  :meth:`~FemurScreenLogic.start_grading` / :meth:`~FemurScreenLogic.finish_grading` do the
+  same in a child process (``python -m femurscreen.grading``), which the GUI uses.
+- :class:`PanelState` is what the panel shows (running jobs, the current result); its methods
+  never leave it half-updated after an error, so the widget only renders it.
 - ``export_*`` write the segmentation (``.seg.nrrd``), a CSV, the ``result.json`` and the HTML
   report.
 
@@ -28,13 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import slicer
 from femurscreen.errors import FemurScreenError, InputError
+from femurscreen.grading import summary_row
 from femurscreen.labels import CLASSES, SIDES
 from femurscreen.values import finite_number, json_safe
 
@@ -60,6 +65,18 @@ REF_FEATURES = "FemurScreenFeatures"
 REF_RESULTS = "FemurScreenResults"
 REF_PROBABILITIES = "FemurScreenProbabilities"
 REF_CHART = "FemurScreenChart"
+
+
+class MissingPackagesError(FemurScreenError):
+    """Python packages a step needs are not installed; ``needed`` lists them."""
+
+    def __init__(self, needed: Sequence[Any]) -> None:
+        self.needed = list(needed)
+        names = ", ".join(str(m.requirement) for m in self.needed)
+        super().__init__(
+            f"Python packages are missing: {names}",
+            "press Segment or Recompute in the FemurScreen panel to install them",
+        )
 
 
 @dataclass
@@ -116,25 +133,14 @@ class ScreeningResult:
         ]
 
 
-class SegmentationJob:
-    """A segmentation running in a child process; poll it from a timer, then finish it."""
+class ChildJob:
+    """Work running in a child process; poll it from a timer, then finish it."""
 
     PROGRESS = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+    WHAT = "process"
 
-    def __init__(
-        self,
-        volume_node_id: str,
-        engine: str,
-        sides: tuple[str, ...],
-        temp_dir: Path,
-        process: BackgroundProcess,
-    ) -> None:
-        self.volume_node_id = volume_node_id
-        self.engine = engine
-        self.sides = sides
+    def __init__(self, temp_dir: Path, process: BackgroundProcess) -> None:
         self.temp_dir = temp_dir
-        self.input_path = temp_dir / "input.nrrd"
-        self.output_path = temp_dir / "labels.nrrd"
         self.process = process
         self.progress = 0.0  # 0..1 when the child reports percentages
         self.message = ""
@@ -160,32 +166,99 @@ class SegmentationJob:
         return self.process.cancelled
 
     @property
-    def succeeded(self) -> bool:
-        return self.process.returncode == 0 and self.output_path.exists()
-
-    @property
     def seconds(self) -> float:
         return time.monotonic() - self.process.started_at
 
     def error_message(self) -> str:
-        """The child's own error line (our CLI prints 'femurscreen segment: error: ...')."""
+        """The child's own error line (our CLI prints 'femurscreen VERB: error: ...')."""
         lines = [s for s in self.process.stderr.splitlines() if s.strip()]
         for text in reversed(lines):
             if ": error:" in text:
                 return text.split(": error:", 1)[1].strip()
         tail = "\n".join(lines[-5:])
-        return f"segmentation process exited with code {self.process.returncode}" + (
+        return f"{self.WHAT} process exited with code {self.process.returncode}" + (
             f":\n{tail}" if tail else ""
         )
 
     def wait(self, timeout: float | None = None) -> int:
-        return self.process.wait(timeout)
+        """Block until the child is done, reading its progress (scripts and tests; the GUI
+        polls from a timer instead)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.WHAT} still running after {timeout} s")
+            time.sleep(0.05)
+        return int(self.process.returncode)
 
     def cancel(self) -> None:
         self.process.cancel()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class SegmentationJob(ChildJob):
+    """A segmentation running in a child process (``python -m femurscreen segment``)."""
+
+    WHAT = "segmentation"
+
+    def __init__(
+        self,
+        volume_node_id: str,
+        engine: str,
+        sides: tuple[str, ...],
+        temp_dir: Path,
+        process: BackgroundProcess,
+    ) -> None:
+        super().__init__(temp_dir, process)
+        self.volume_node_id = volume_node_id
+        self.engine = engine
+        self.sides = sides
+        self.input_path = temp_dir / "input.nrrd"
+        self.output_path = temp_dir / "labels.nrrd"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.process.returncode == 0 and self.output_path.exists()
+
+
+@dataclass
+class _Prepared:
+    """The segments of a segmentation node read back on the CT grid, ready to grade."""
+
+    ct: sitk.Image
+    labels: sitk.Image
+    masks: Any  # segments.SideMasks
+    sides: dict[str, SideInfo | None]
+    info: dict
+    case: str
+    edited: bool
+
+
+class GradingJob(ChildJob):
+    """Features and classification running in a child process (``python -m
+    femurscreen.grading``); the GUI stays responsive and the run can be cancelled."""
+
+    WHAT = "grading"
+
+    def __init__(
+        self,
+        volume_node_id: str,
+        segmentation_node_id: str,
+        prepared: _Prepared,
+        temp_dir: Path,
+        process: BackgroundProcess,
+    ) -> None:
+        super().__init__(temp_dir, process)
+        self.volume_node_id = volume_node_id
+        self.segmentation_node_id = segmentation_node_id
+        self.prepared = prepared
+        self.output_path = temp_dir / "grading.json"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.process.returncode == 0 and self.output_path.exists()
 
 
 class FemurScreenLogic:
@@ -426,13 +499,107 @@ class FemurScreenLogic:
             "path": str(folder),
         }
 
+    def requirements_for(self, engine: str, stage: str) -> Sequence:
+        """The packages ``stage`` ("segment" or "grade") needs for ``engine``."""
+        from FemurScreenLib import dependencies
+
+        try:
+            return dependencies.requirements_for(engine, stage=stage)
+        except TypeError:  # TEMPORARY until dependencies.requirements_for(stage=) lands
+            return dependencies.requirements_for(engine)
+
+    def missing_packages(self, engine: str = "default", stage: str = "grade") -> list:
+        """Requirements of ``stage`` for ``engine`` that are absent (metadata only, cheap)."""
+        from FemurScreenLib import dependencies
+
+        return dependencies.missing(self.requirements_for(engine, stage))
+
+    def check_packages(self, engine: str = "default", stage: str = "grade") -> None:
+        """Raise :class:`MissingPackagesError` naming what ``stage`` lacks, before any work."""
+        needed = self.missing_packages(engine, stage)
+        if needed:
+            raise MissingPackagesError(needed)
+
     def compute(self, volume_node, segmentation_node) -> ScreeningResult:
-        """Features and bone-status probabilities of the segments as they are now."""
-        from femurscreen import screening
-        from femurscreen.classifier import classify
-        from femurscreen.features import DENSITY_KEYS, extract_case_features
+        """Features and bone-status probabilities of the segments as they are now (in this
+        process; the GUI uses :meth:`start_grading`)."""
+        from femurscreen.grading import grade, segmentation_info
 
         started = time.perf_counter()
+        prepared = self._prepare(volume_node, segmentation_node)
+        grading = grade(
+            prepared.ct,
+            prepared.labels,
+            sides=prepared.sides,
+            model=self.model(),
+            label=prepared.case,
+            source="fingerprint",
+            segmentation=segmentation_info(prepared.info),
+        )
+        return self._finish(segmentation_node, prepared, grading, time.perf_counter() - started)
+
+    def start_grading(self, volume_node, segmentation_node, engine: str = "default") -> GradingJob:
+        """Write the CT, the segments and a request to a temporary folder and grade them in a
+        child process (the same :func:`femurscreen.grading.grade` as :meth:`compute`).
+
+        Checks the grading packages first: a missing one is a clear error here, not an
+        ImportError from the child (the widget offers to install them before calling this).
+        """
+        from femurscreen.grading import segmentation_info, write_request
+
+        self.check_packages(engine, "grade")
+        prepared = self._prepare(volume_node, segmentation_node)
+        temp_dir = Path(tempfile.mkdtemp(prefix="FemurScreen-grade-"))
+        try:
+            ct_path, labels_path = temp_dir / "ct.nrrd", temp_dir / "labels.nrrd"
+            sitk.WriteImage(prepared.ct, str(ct_path), False)
+            sitk.WriteImage(prepared.labels, str(labels_path), True)
+            request = write_request(
+                temp_dir / "request.json",
+                ct_path=ct_path,
+                labels_path=labels_path,
+                out_path=temp_dir / "grading.json",
+                sides={n: None if v is None else v.as_dict() for n, v in prepared.sides.items()},
+                model_dir=self.model_dir_path(),
+                label=prepared.case,
+                source="fingerprint",
+                segmentation=segmentation_info(prepared.info),
+            )
+            args = [python_executable(), "-m", "femurscreen.grading", str(request)]
+            process = BackgroundProcess(args, env=child_environment(), cwd=str(temp_dir)).start()
+        except Exception:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        log.info("FemurScreen: started %s", " ".join(args))
+        return GradingJob(
+            volume_node.GetID(), segmentation_node.GetID(), prepared, temp_dir, process
+        )
+
+    def finish_grading(self, job: GradingJob) -> ScreeningResult:
+        """Show a finished grading job's result; raises with the child's message."""
+        from femurscreen.grading import read_response
+
+        try:
+            job.poll()
+            if job.cancelled:
+                raise FemurScreenError("grading was cancelled")
+            if not job.succeeded:
+                raise FemurScreenError(job.error_message())
+            segmentation_node = self.scene.GetNodeByID(job.segmentation_node_id)
+            if segmentation_node is None or self.scene.GetNodeByID(job.volume_node_id) is None:
+                raise InputError(
+                    "the CT or its segmentation was removed from the scene while it was graded",
+                    "select them again and press Recompute",
+                )
+            grading = read_response(job.output_path)
+            return self._finish(segmentation_node, job.prepared, grading, job.seconds)
+        finally:
+            job.cleanup()
+
+    def _prepare(self, volume_node, segmentation_node) -> _Prepared:
+        """Read the segments on the CT grid; the sides' status from the segmentation run."""
+        from femurscreen import screening
+
         ct = volume_to_image(volume_node)
         masks = seg_io.read_labels(segmentation_node, volume_node)
         labels = sitk.GetImageFromArray(masks.labels)
@@ -456,51 +623,64 @@ class FemurScreenLogic:
                 "press Segment, or paint the femur in the Segment Editor (segment names must "
                 "say 'left' or 'right')",
             )
-        model = self.model()
-        case = screening.fingerprint(ct)
-        graded = tuple(
-            s for s, v in sides.items() if v is not None and v.status in screening.GRADED_STATUSES
-        )
-        rows: list[dict] = []
-        predictions: dict[str, dict] = {}
-        if graded:
-            rows = extract_case_features(
-                ct,
-                labels,
-                case_id=case,
-                only=list(dict.fromkeys([*model.features, *DENSITY_KEYS])),
-                sides=graded,
-            )
-            predictions = screening.classify_rows(rows, model, classify)
-        build = screening.build_result
-        result = build(
-            label=case,
-            ct=ct,
-            seg=SimpleNamespace(engine=info["engine"], model=info.get("model") or {}),
-            sides=sides,
-            rows=rows,
-            predictions=predictions,
-            model=model,
-            engine=info["engine"],
-        )
         # Provenance: whether a person changed the segments after FemurScreen wrote them.
         stored = segmentation_node.GetAttribute(seg_io.CONTENT_HASH_ATTRIBUTE)
-        result["models"]["segmentation"].update(
-            source="3D Slicer (FemurScreen module)",
-            edited_in_slicer=stored is None or seg_io.labels_hash(masks.labels) != stored,
-        )
-        seconds = time.perf_counter() - started
-        result["timing_s"] = {"compute": round(seconds, 3)}
-        nodes = self._show(segmentation_node, rows, result)
-        return ScreeningResult(
-            result=result,
-            rows=rows,
+        edited = stored is None or seg_io.labels_hash(masks.labels) != stored
+        return _Prepared(
             ct=ct,
             labels=labels,
-            overlap_voxels=masks.overlap_voxels,
+            masks=masks,
+            sides=sides,
+            info=info,
+            case=screening.fingerprint(ct),
+            edited=edited,
+        )
+
+    def _finish(self, segmentation_node, prepared: _Prepared, grading, seconds: float):
+        result = grading.result
+        result["models"]["segmentation"].update(
+            source="3D Slicer (FemurScreen module)", edited_in_slicer=prepared.edited
+        )
+        result["timing_s"] = {"compute": round(seconds, 3)}
+        nodes = self._show(segmentation_node, grading.rows, result)
+        return ScreeningResult(
+            result=result,
+            rows=grading.rows,
+            ct=prepared.ct,
+            labels=prepared.labels,
+            overlap_voxels=prepared.masks.overlap_voxels,
             seconds=seconds,
             **nodes,
         )
+
+    # ------------------------------------------------------------------ views
+
+    def plot_view_node(self):
+        """The panel's own plot view: it shows only the chart the panel gives it.
+
+        Slicer's plot views follow the application's chart selection by default
+        (``DoPropagatePlotChartSelection``), so any other module showing a chart would replace
+        the probability chart; the panel's view opts out.
+        """
+        node = self._singleton("vtkMRMLPlotViewNode", "FemurScreenPlotView")
+        node.SetDoPropagatePlotChartSelection(False)
+        return node
+
+    def segment_editor_node(self):
+        """The embedded Segment Editor's parameter node (separate from the Segment Editor
+        module's, so the two editors do not fight over effects and selections)."""
+        return self._singleton("vtkMRMLSegmentEditorNode", "FemurScreenSegmentEditor")
+
+    def _singleton(self, class_name: str, tag: str):
+        node = self.scene.GetSingletonNode(tag, class_name)
+        if node is None:
+            node = self.scene.CreateNodeByClass(class_name)
+            node.UnRegister(None)
+            node.SetSingletonTag(tag)
+            node.SetName(tag)
+            node.SetHideFromEditors(True)
+            node = self.scene.AddNode(node)
+        return node
 
     def _show(self, segmentation_node, rows: list[dict], result: dict) -> dict:
         """Fill (or create) the tables and chart referenced by the segmentation node."""
@@ -591,6 +771,159 @@ class FemurScreenLogic:
         )
 
 
+# ---------------------------------------------------------------------- panel state
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the panel's buttons say and whether they can be pressed."""
+
+    segment_text: str  # "Segment", or "Cancel" while a segmentation runs
+    segment_enabled: bool
+    recompute_text: str  # "Recompute", or "Cancel" while a grading runs
+    recompute_enabled: bool
+    export_segmentation_enabled: bool
+    export_result_enabled: bool  # only a current result: never a stale or failed one
+    busy: bool  # a child process is running (progress bar shown)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished job ended: its product, or why there is none."""
+
+    node: Any = None  # the segmentation node (segmentation jobs)
+    result: ScreeningResult | None = None  # the result (grading jobs)
+    error: str | None = None
+    cancelled: bool = False
+
+
+class PanelState:
+    """The panel's jobs and current result, kept consistent whatever fails.
+
+    Every method that runs user-facing work catches its errors, resets the state (no job left
+    marked as running, no stale result left exportable) and returns the error as text for the
+    widget to show; so the widget stays thin and the state logic is tested without Qt.
+    """
+
+    def __init__(self, logic: FemurScreenLogic) -> None:
+        self.logic = logic
+        self.segmentation_job: SegmentationJob | None = None
+        self.segmentation_target = None  # node to overwrite, or None for a new one
+        self.grading_job: GradingJob | None = None
+        self.result: ScreeningResult | None = None
+
+    @property
+    def segmenting(self) -> bool:
+        return self.segmentation_job is not None
+
+    @property
+    def grading(self) -> bool:
+        return self.grading_job is not None
+
+    @property
+    def job(self) -> ChildJob | None:
+        """The running job the progress bar follows."""
+        return self.segmentation_job or self.grading_job
+
+    def controls(self, *, volume: bool, segmentation: bool, sides: bool) -> Controls:
+        return Controls(
+            segment_text="Cancel" if self.segmenting else "Segment",
+            segment_enabled=self.segmenting or (volume and sides and not self.grading),
+            recompute_text="Cancel" if self.grading else "Recompute",
+            recompute_enabled=self.grading or (volume and segmentation and not self.segmenting),
+            export_segmentation_enabled=segmentation and not self.segmenting,
+            export_result_enabled=self.result is not None and not self.grading,
+            busy=self.job is not None,
+        )
+
+    # segmentation
+
+    def start_segmentation(self, volume_node, engine: str, sides, target=None) -> str | None:
+        """Start a background segmentation; the error text when it cannot start."""
+        if self.segmenting:
+            return "a segmentation is already running"
+        self.cancel_grading()
+        try:
+            self.segmentation_job = self.logic.start_segmentation(volume_node, engine, sides)
+        except Exception as exc:
+            log.exception("FemurScreen: could not start the segmentation")
+            self.segmentation_job = None
+            return str(exc) or type(exc).__name__
+        self.segmentation_target = target
+        return None
+
+    def cancel_segmentation(self) -> None:
+        if self.segmentation_job is not None:
+            self.segmentation_job.cancel()
+
+    def finish_segmentation(self) -> Outcome:
+        """Turn the finished job into segments; the job is cleared whatever happens."""
+        job, target = self.segmentation_job, self.segmentation_target
+        self.segmentation_job = self.segmentation_target = None
+        if job is None:
+            return Outcome(error="no segmentation was running")
+        if job.cancelled:
+            job.cleanup()
+            return Outcome(cancelled=True)
+        try:
+            return Outcome(node=self.logic.finish_segmentation(job, target))
+        except Exception as exc:
+            log.exception("FemurScreen: segmentation failed")
+            return Outcome(error=str(exc) or type(exc).__name__)
+
+    # grading
+
+    def start_grading(self, volume_node, segmentation_node, engine: str = "default") -> str | None:
+        """Grade in a child process (a running grading is replaced: the segments changed);
+        on error the previous result is cleared and the error text returned."""
+        self.cancel_grading()
+        try:
+            self.grading_job = self.logic.start_grading(volume_node, segmentation_node, engine)
+        except Exception as exc:
+            log.exception("FemurScreen: could not start grading")
+            self.grading_job = None
+            self.result = None
+            return str(exc) or type(exc).__name__
+        return None
+
+    def cancel_grading(self) -> None:
+        job, self.grading_job = self.grading_job, None
+        if job is not None:
+            job.cancel()
+            job.cleanup()
+
+    def finish_grading(self) -> Outcome:
+        """The finished grading's result replaces the old one; on failure both are gone."""
+        job, self.grading_job = self.grading_job, None
+        if job is None:
+            return Outcome(error="no grading was running")
+        if job.cancelled:
+            job.cleanup()
+            self.result = None
+            return Outcome(cancelled=True)
+        try:
+            self.result = self.logic.finish_grading(job)
+        except Exception as exc:
+            log.exception("FemurScreen: grading failed")
+            self.result = None
+            return Outcome(error=str(exc) or type(exc).__name__)
+        return Outcome(result=self.result)
+
+    def forget_result(self) -> None:
+        """The result no longer describes what is on screen (another segmentation chosen)."""
+        self.result = None
+
+    def clear(self) -> None:
+        """Stop every job and forget the result (scene closed, module cleaned up)."""
+        self.cancel_grading()
+        job, self.segmentation_job = self.segmentation_job, None
+        self.segmentation_target = None
+        if job is not None:
+            job.cancel()
+            job.cleanup()
+        self.result = None
+
+
 # ---------------------------------------------------------------------- helpers
 
 
@@ -633,27 +966,6 @@ def _parse_json(text: str) -> dict:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def summary_row(case: str, side: str, info: dict) -> dict:
-    """The batch summary CSV's columns for one side of a core-format result."""
-    probabilities = info.get("probabilities") or {}
-    row: dict[str, Any] = {
-        "case_id": case,
-        "side": side,
-        "status": str(info.get("status") or ""),
-        "predicted": info.get("predicted") or "",
-    }
-    for cls in CLASSES:
-        row[f"p_{cls}"] = probabilities.get(cls)
-    row.update(
-        volume_ml=info.get("volume_ml"),
-        flags=";".join(info.get("flags") or []),
-        error=(info.get("reason") or "") if info.get("status") == "error" else "",
-        applicable=info.get("applicable"),
-        graded=bool(info.get("graded")),
-    )
-    return row
 
 
 def flag_words(flags: Sequence[str]) -> list[str]:

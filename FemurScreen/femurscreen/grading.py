@@ -1,0 +1,469 @@
+"""The one grading path: a CT and its femur label map -> features, per-side classes, result.
+
+``femurscreen screen`` (:func:`femurscreen.screening.screen`) and the Slicer module (in its own
+process and in a background process) all call :func:`grade`, so the CLI and Slicer cannot
+drift: the same sides are graded, with the same feature list, the same classifier call and the
+same ``result.json`` dictionary.
+
+Which sides are graded: only a side whose segmentation status is in :data:`GRADED_STATUSES`
+(see :mod:`femurscreen.screening` for why implant and truncated sides are not).
+
+Run as ``python -m femurscreen.grading REQUEST.json`` it grades in a child process (the Slicer
+panel uses this so that its GUI never waits for pyradiomics); see :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import SimpleITK as sitk
+
+from femurscreen import __version__
+from femurscreen.labels import CLASSES, SIDES
+from femurscreen.values import finite_number, json_safe
+
+if TYPE_CHECKING:
+    from femurscreen.classifier import LoadedModel
+
+log = logging.getLogger(__name__)
+
+RESULT_FORMAT = "femurscreen-result"
+RESULT_FORMAT_VERSION = 1
+GRADED_STATUSES = frozenset({"ok"})  # see femurscreen.screening's docstring for why only these
+REQUEST_FORMAT = "femurscreen-grading-request"
+RESPONSE_FORMAT = "femurscreen-grading"
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class Grading:
+    """What :func:`grade` produced."""
+
+    rows: list[dict]  # feature rows, one per side that was extracted
+    predictions: dict[str, dict]  # classifier output per side that was classified
+    result: dict  # the result.json dictionary
+
+
+def sides_to_grade(sides: Mapping[str, Any]) -> tuple[str, ...]:
+    """The sides whose segmentation status allows grading, in :data:`SIDES` order."""
+    return tuple(
+        name
+        for name in SIDES
+        if sides.get(name) is not None and str(sides[name].status) in GRADED_STATUSES
+    )
+
+
+def grade(
+    ct: sitk.Image,
+    labels: sitk.Image,
+    *,
+    sides: Mapping[str, Any],
+    model: LoadedModel,
+    label: str,
+    source: str = "given",
+    segmentation: Mapping[str, Any] | None = None,
+    engine: str = "default",
+    timing: dict[str, float] | None = None,
+    progress: Progress | None = None,
+) -> Grading:
+    """Features, classification and the result dict of one CT and its label map.
+
+    ``sides`` maps "left"/"right" to what the segmentation said about that side (an object with
+    ``status``, ``flags``, ``volume_ml``, e.g. the core's ``SideResult``; None when absent).
+    ``segmentation`` describes the engine for ``result["models"]["segmentation"]`` (see
+    :func:`segmentation_info`); ``label``/``source`` name the case. ``timing`` (when given)
+    receives the seconds spent in "features" and "classify"; ``progress(stage, fraction)`` is
+    told when each stage starts.
+    """
+    from femurscreen.classifier import classify
+    from femurscreen.features import DENSITY_KEYS, extract_case_features
+
+    timing = {} if timing is None else timing
+    report = progress or (lambda stage, fraction: None)
+    sides = {name: sides.get(name) for name in SIDES}
+    to_grade = sides_to_grade(sides)
+    report("features", 0.1)
+    with stage("features", timing):
+        rows: list[dict] = []
+        if to_grade:
+            rows = extract_case_features(
+                ct,
+                labels,
+                case_id=label,
+                only=list(dict.fromkeys([*model.features, *DENSITY_KEYS])),
+                sides=to_grade,
+            )
+    report("classify", 0.9)
+    with stage("classify", timing):
+        predictions = classify_rows(rows, model, classify)
+    result = build_result(
+        label=label,
+        source=source,
+        ct=ct,
+        segmentation=segmentation if segmentation is not None else {"engine": engine},
+        sides=sides,
+        rows=rows,
+        predictions=predictions,
+        model=model,
+    )
+    report("done", 1.0)
+    return Grading(rows=rows, predictions=predictions, result=result)
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces of the result
+
+
+def graded_sides(result: dict) -> list[str]:
+    """The sides that received probabilities."""
+    return [s for s in SIDES if result.get(s, {}).get("graded")]
+
+
+def classify_rows(rows: list[dict], model, classify) -> dict[str, dict]:
+    """Classifier output per side for the rows whose extraction succeeded.
+
+    A side whose extraction failed (e.g. an edited mask with no intertrochanteric region left)
+    keeps its error in the result; it must not stop the other side from being graded.
+    """
+    import pandas as pd
+
+    rows = [r for r in rows if r.get("status", "ok") != "error"]
+    if not rows:
+        return {}
+    table = pd.DataFrame(rows)
+    out = classify(table, model)
+    return {str(r["side"]): r for r in out.to_dict(orient="records")}
+
+
+def build_result(
+    *, label, ct, segmentation: Mapping[str, Any], sides, rows, predictions, model, source="given"
+) -> dict:
+    """The result.json dictionary (see :mod:`femurscreen.screening` for its files)."""
+    features_by_side = {str(r.get("side")): r for r in rows}
+    result: dict[str, Any] = {
+        "format": RESULT_FORMAT,
+        "format_version": RESULT_FORMAT_VERSION,
+        "case": label,
+        "case_source": source,
+        "version": __version__,
+        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "demo": bool(model.demo),
+        "demo_notice": model.manifest.get("demo_notice") if model.demo else None,
+    }
+    for name in SIDES:
+        result[name] = _side_result(
+            name, sides.get(name), features_by_side.get(name), predictions.get(name)
+        )
+    result["graded_sides"] = graded_sides(result)
+    result["models"] = {
+        "segmentation": json_safe(dict(segmentation)),
+        "classifier": _classifier_info(model),
+    }
+    result["input"] = image_geometry(ct)
+    return result
+
+
+def segmentation_info(seg: Any, engine: str = "default") -> dict:
+    """Engine and model description of a segmentation result (the core's or a dict)."""
+    get = seg.get if isinstance(seg, Mapping) else (lambda key, d=None: getattr(seg, key, d))
+    info: dict[str, Any] = {"engine": str(get("engine", None) or engine)}
+    for key in ("model", "model_info", "models"):
+        value = get(key, None)
+        if isinstance(value, dict):
+            info.update(json_safe(value))
+    return info
+
+
+def _side_result(name: str, side, features: dict | None, prediction: dict | None) -> dict:
+    status = "not_found" if side is None else str(side.status)
+    flags = [] if side is None else [str(f) for f in side.flags]
+    volume = None if side is None else finite_number(side.volume_ml)
+    out: dict[str, Any] = {
+        "status": status,
+        "graded": False,
+        "probabilities": None,
+        "predicted": None,
+        "applicable": None,
+        "reliability": None,
+        "volume_ml": volume,
+        "density": {},
+        "flags": flags,
+        "reason": None,
+        "landmarks_z_mm": _landmarks(side),
+    }
+    if status == "implant":
+        out["reason"] = "metal implant: texture and density are artefact, side not graded"
+    elif status == "truncated":
+        out["reason"] = "cut by the edge of the scan: ROI incomplete, side not graded"
+    elif status == "not_found":
+        out["reason"] = "no proximal femur found on this side"
+    elif status not in GRADED_STATUSES:
+        out["reason"] = f"segmentation status '{status}': side not graded"
+    if features is not None:
+        out["density"] = {
+            key[len("density_") :]: finite_number(value)
+            for key, value in features.items()
+            if key.startswith("density_")
+        }
+        if str(features.get("status", "ok")) != "ok":
+            out["status"] = "error"
+            out["reason"] = f"features could not be computed: {features.get('error') or ''}"
+            _add_flag(out, "feature_error")
+    if prediction is not None and str(prediction.get("status", "ok")) == "ok":
+        probabilities = {c: finite_number(prediction.get(f"p_{c}")) for c in CLASSES}
+        if all(v is not None for v in probabilities.values()):
+            out["graded"] = True
+            out["probabilities"] = probabilities
+            out["predicted"] = str(prediction.get("predicted") or "") or max(
+                probabilities, key=probabilities.get
+            )
+            out["applicable"] = bool(prediction.get("applicable", True))
+            out["reliability"] = str(prediction.get("reliability") or "") or None
+            if not out["applicable"]:
+                _add_flag(out, "outside_training_distribution")
+    elif prediction is not None:
+        out["status"] = "error"
+        out["reason"] = f"not classified: {prediction.get('error') or 'unknown reason'}"
+        _add_flag(out, "classification_error")
+    if status == "implant":
+        _add_flag(out, "implant")
+    if status == "truncated":
+        _add_flag(out, "truncated")
+    return out
+
+
+def _landmarks(side) -> dict:
+    """World z (LPS, mm) of the head top, lesser trochanter and anatomical cut, when known."""
+    out = {}
+    for key in ("head_top_z", "lesser_trochanter_z", "cut_z"):
+        value = finite_number(getattr(side, key, None))
+        if value is not None:
+            out[key.removesuffix("_z")] = round(value, 1)
+    return out
+
+
+def _add_flag(side: dict, flag: str) -> None:
+    if flag not in side["flags"]:
+        side["flags"].append(flag)
+
+
+_MANIFEST_KEYS = (
+    "name",
+    "version",
+    "model_version",
+    "created",
+    "created_utc",
+    "femurscreen_version",
+    "sklearn_version",
+    "radiomics_params_sha256",
+    "training_data",
+    "classes",
+)
+
+
+def _classifier_info(model) -> dict:
+    manifest = model.manifest
+    info: dict[str, Any] = {
+        "path_name": Path(model.path).name,
+        "demo": bool(model.demo),
+        "demo_notice": manifest.get("demo_notice"),
+        "sha256": manifest.get("sha256"),
+        "n_features": len(model.features),
+    }
+    for key in _MANIFEST_KEYS:
+        if key in manifest and isinstance(manifest[key], str | int | float | bool | list):
+            info[key] = json_safe(manifest[key])
+    return info
+
+
+def image_geometry(ct: sitk.Image) -> dict:
+    """Geometry of the input (no identifiers, no file name)."""
+    from femurscreen.ct_checks import obliqueness_degrees, orientation_code
+
+    size = [int(v) for v in ct.GetSize()]
+    spacing = [round(float(v), 6) for v in ct.GetSpacing()]
+    return {
+        "size": size,
+        "spacing_mm": spacing,
+        "extent_mm": [round(n * s, 2) for n, s in zip(size, spacing, strict=True)],
+        "orientation": orientation_code(ct.GetDirection()),
+        "oblique_degrees": round(float(obliqueness_degrees(ct.GetDirection())), 3),
+        "pixel_type": ct.GetPixelIDTypeAsString(),
+    }
+
+
+def summary_row(case: str, side: str, info: dict) -> dict:
+    """The batch summary CSV's columns for one side of a result dict."""
+    probabilities = info.get("probabilities") or {}
+    row: dict[str, Any] = {
+        "case_id": case,
+        "side": side,
+        "status": str(info.get("status") or ""),
+        "predicted": info.get("predicted") or "",
+    }
+    for cls in CLASSES:
+        row[f"p_{cls}"] = probabilities.get(cls)
+    row.update(
+        volume_ml=info.get("volume_ml"),
+        flags=";".join(info.get("flags") or []),
+        error=(info.get("reason") or "") if info.get("status") == "error" else "",
+        applicable=info.get("applicable"),
+        graded=bool(info.get("graded")),
+    )
+    return row
+
+
+@contextlib.contextmanager
+def stage(name: str, timing: dict[str, float]) -> Iterator[None]:
+    """Time a stage into ``timing[name]`` (seconds, 3 decimals)."""
+    log.debug("grading: %s", name)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[name] = round(time.perf_counter() - started, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Grading in a child process
+
+
+@dataclass(frozen=True)
+class SideStatus:
+    """A side's segmentation status as a request carries it (duck-types ``SideResult``)."""
+
+    status: str
+    flags: tuple[str, ...] = ()
+    volume_ml: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SideStatus | None:
+        if data is None:
+            return None
+        return cls(
+            status=str(data.get("status", "ok")),
+            flags=tuple(str(f) for f in data.get("flags") or ()),
+            volume_ml=finite_number(data.get("volume_ml")),
+        )
+
+
+def write_request(
+    path: str | Path,
+    *,
+    ct_path: str | Path,
+    labels_path: str | Path,
+    out_path: str | Path,
+    sides: Mapping[str, Mapping[str, Any] | None],
+    model_dir: str | Path,
+    label: str,
+    source: str = "given",
+    segmentation: Mapping[str, Any] | None = None,
+) -> Path:
+    """Describe a grading job for :func:`main` (JSON; files by absolute path)."""
+    request = {
+        "format": REQUEST_FORMAT,
+        "ct": str(Path(ct_path).resolve()),
+        "labels": str(Path(labels_path).resolve()),
+        "out": str(Path(out_path).resolve()),
+        "sides": {name: None if sides.get(name) is None else dict(sides[name]) for name in SIDES},
+        "model_dir": str(Path(model_dir).resolve()),
+        "label": label,
+        "source": source,
+        "segmentation": dict(segmentation or {"engine": "manual"}),
+    }
+    path = Path(path)
+    path.write_text(json.dumps(json_safe(request), indent=2), encoding="utf-8")
+    return path
+
+
+def run_request(request_path: str | Path, progress: Progress | None = None) -> Path:
+    """Grade what a request file describes and write the response JSON (rows, predictions,
+    result) atomically to its ``out``; returns that path."""
+    from femurscreen.atomic import write_text
+    from femurscreen.classifier import load_model
+    from femurscreen.errors import InputError
+
+    request_path = Path(request_path)
+    try:
+        request = json.loads(request_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the grading request cannot be read ({exc})", path=request_path) from exc
+    if not isinstance(request, dict) or request.get("format") != REQUEST_FORMAT:
+        raise InputError("not a FemurScreen grading request", path=request_path)
+    report = progress or (lambda stage, fraction: None)
+    report("reading", 0.0)
+    ct = sitk.ReadImage(request["ct"])
+    labels = sitk.ReadImage(request["labels"])
+    report("model", 0.05)
+    model = load_model(request["model_dir"])
+    timing: dict[str, float] = {}
+    grading = grade(
+        ct,
+        labels,
+        sides={n: SideStatus.from_dict((request.get("sides") or {}).get(n)) for n in SIDES},
+        model=model,
+        label=str(request["label"]),
+        source=str(request.get("source") or "given"),
+        segmentation=request.get("segmentation") or {"engine": "manual"},
+        timing=timing,
+        progress=progress,
+    )
+    response = {
+        "format": RESPONSE_FORMAT,
+        "rows": grading.rows,
+        "predictions": grading.predictions,
+        "result": grading.result,
+        "timing_s": timing,
+    }
+    text = json.dumps(json_safe(response), ensure_ascii=False) + "\n"
+    return write_text(request["out"], text)
+
+
+def read_response(path: str | Path) -> Grading:
+    """The :class:`Grading` a child wrote with :func:`run_request`."""
+    from femurscreen.errors import FemurScreenError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FemurScreenError(f"the grading result cannot be read ({exc})", path=path) from exc
+    if not isinstance(data, dict) or data.get("format") != RESPONSE_FORMAT:
+        raise FemurScreenError("not a FemurScreen grading result", path=path)
+    return Grading(rows=data["rows"], predictions=data["predictions"], result=data["result"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m femurscreen.grading REQUEST.json``: progress as "grading: STAGE N%" lines on
+    stderr, errors as "femurscreen grade: error: ..." and exit code 1."""
+    from femurscreen.errors import FemurScreenError
+
+    parser = argparse.ArgumentParser(prog="python -m femurscreen.grading")
+    parser.add_argument("request", help="grading request JSON (see write_request)")
+    args = parser.parse_args(argv)
+
+    def progress(name: str, fraction: float) -> None:
+        print(f"grading: {name} {100 * fraction:.0f}%", file=sys.stderr, flush=True)
+
+    try:
+        out = run_request(args.request, progress)
+    except FemurScreenError as exc:
+        print(f"femurscreen grade: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(json.dumps({"out": str(out)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a child process in tests
+    sys.exit(main())
