@@ -191,3 +191,66 @@ def test_help_text_warns_about_the_demo_model():
     assert "DEMO" in text and "helpText" in text
     assert "demoBannerLabel" in _ui_widgets()
     assert sys.version_info >= (3, 11)
+
+
+# ---------------------------------------------------------------------------- panel defects
+
+
+def _method(name: str) -> ast.FunctionDef:
+    for node in ast.walk(_module_tree()):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node
+    raise AssertionError(f"FemurScreen.py has no method {name}")
+
+
+def _calls(node: ast.AST) -> list[str]:
+    """Dotted names of every call under ``node`` (``self.ui.x.y`` -> "self.ui.x.y")."""
+    out = []
+    for call in ast.walk(node):
+        if isinstance(call, ast.Call):
+            out.append(ast.unparse(call.func))
+    return out
+
+
+def test_editor_follows_effect_registrations():
+    """Effects registered after the panel is built show up (as the Segment Editor module does):
+    qSlicerSegmentEditorEffectFactory emits effectRegistered(QString)."""
+    setup = ast.unparse(_method("setup"))
+    assert "qSlicerSegmentEditorEffectFactory.instance()" in setup
+    assert "'effectRegistered(QString)', self.onEffectRegistered" in setup
+    assert "self.ui.segmentEditorWidget.updateEffectList" in _calls(_method("onEffectRegistered"))
+    assert "effectRegistered(QString)" in ast.unparse(_method("cleanup"))  # disconnected
+
+
+def test_source_volume_is_set_only_with_a_segmentation():
+    source = ast.unparse(_method("onVolumeSelected"))
+    assert "setSourceVolumeNode" in source and "outputSegmentation" in source
+    body = _method("onVolumeSelected").body
+    guarded = [n for n in body if isinstance(n, ast.If) and "setSourceVolumeNode" in ast.unparse(n)]
+    assert guarded and "segmentation" in ast.unparse(guarded[0].test)
+
+
+def test_no_wait_cursor_around_questions_and_no_swallowing_assumed():
+    """tryWithErrorDisplay re-raises (Slicer's util.py), so the panel never relies on it for
+    jobs; the install question is asked with the normal cursor."""
+    text = MODULE_PY.read_text(encoding="utf-8")
+    for name in ("onPollJob", "onRecompute", "_startGrading", "_segmentationFinished"):
+        assert "tryWithErrorDisplay" not in ast.unparse(_method(name)), name
+    ensure = _method("_ensureDependencies")
+    assert "WaitCursor()" not in ast.unparse(ensure)
+    confirm = next(n for n in ast.walk(ensure) if isinstance(n, ast.FunctionDef))
+    calls = _calls(confirm)
+    assert calls.index("slicer.util.confirmOkCancelDisplay") < calls.index(
+        "slicer.app.setOverrideCursor"
+    )
+    assert "PanelState" in text and "self.state.controls(" in ast.unparse(_method("_updateButtons"))
+
+
+def test_self_test_never_passes_silently():
+    tree = ast.unparse(_module_tree())
+    assert "unittest.SkipTest" in tree
+    assert "ENGINE = 'classical'" in tree  # no PyTorch needed for the self-test
+    for name in ("test_sample_ct_end_to_end", "test_background_segmentation_and_grading"):
+        method = _method(name)
+        assert not any(isinstance(n, ast.Return) for n in ast.walk(method)), name
+        assert ast.unparse(method.body[0]).startswith("self._requirePackages("), name
