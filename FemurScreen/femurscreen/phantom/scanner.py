@@ -32,7 +32,9 @@ FAT_GAIN = np.array([1.20, 1.08, 1.00, 0.95])
 SOFT_GAIN = np.array([1.06, 1.02, 1.00, 0.99])
 BONE_GAIN = np.array([1.32, 1.13, 1.00, 0.92])
 REF_AIR, REF_FAT, REF_SOFT = -1000.0, -100.0, 60.0
-RANDOM_RANGES = {"scale": (0.94, 1.06), "offset": (-30.0, 30.0), "kvp": (100.0, 140.0)}
+# random scanners: water reads -15..15 HU and air -1010..-990 HU (daily air/water calibration
+# keeps both near their nominal values), the effective kVp 100-140
+RANDOM_RANGES = {"water": (-15.0, 15.0), "air": (-1010.0, -990.0), "kvp": (100.0, 140.0)}
 STREAM_SCANNER = 7  # a stream of the case seed that no other part of the phantom draws from
 
 
@@ -104,12 +106,10 @@ IDENTITY = Scanner()
 def random_scanner(seed: int) -> Scanner:
     """A scanner drawn from the case seed alone (its own stream: nothing else changes)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_SCANNER]))
-    lo_hi = RANDOM_RANGES
-    return Scanner(
-        scale=float(rng.uniform(*lo_hi["scale"])),
-        offset=float(rng.uniform(*lo_hi["offset"])),
-        kvp=float(rng.uniform(*lo_hi["kvp"])),
-    )
+    water = float(rng.uniform(*RANDOM_RANGES["water"]))
+    air = float(rng.uniform(*RANDOM_RANGES["air"]))
+    kvp = float(rng.uniform(*RANDOM_RANGES["kvp"]))
+    return Scanner(scale=(water - air) / 1000.0, offset=water, kvp=kvp)
 
 
 def resolve(choice: str | Scanner, seed: int) -> Scanner:

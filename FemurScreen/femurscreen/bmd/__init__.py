@@ -1,0 +1,105 @@
+"""Calibrated bone density of the hip from CT: a CT-derived femoral-neck / total-hip aBMD and
+T-score per side, needing no training data (a physically grounded second read beside the
+demo classifier).
+
+calibration (phantomless HU -> mg/cm^3 K2HPO4 from the scan's own air, fat and muscle),
+projection (DXA pose, areal density, femoral-neck box and total-hip region), tscore (NHANES III
+reference, WHO class, uncertainty). :func:`measure` runs them on a CT and its femur labels and
+returns the ``bmd`` block: ``{"calibration": {...}, "left": {...}, "right": {...}}``, each side
+with ``status``, ``fn_abmd_g_cm2``, ``th_abmd_g_cm2``, ``fn_t_score``, ``th_t_score``,
+``who_class``, ``flags`` (numbers None when the side is not graded).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from femurscreen.bmd.calibration import Calibration, calibrate
+from femurscreen.bmd.projection import Projection, project_side
+from femurscreen.bmd.tscore import LABEL, REFERENCE_SOURCE, SEE_G_CM2, grade
+from femurscreen.labels import LEFT, RIGHT
+
+BMD_VERSION = "femurscreen-bmd-v1"
+METAL_HU = 2500.0
+METAL_FRACTION = 0.001  # of the mask's voxels: a metal implant, not a bone to measure
+SIDE_VALUES = {"left": LEFT, "right": RIGHT}
+
+__all__ = ["BMD_VERSION", "Calibration", "Projection", "calibrate", "measure", "project_side"]
+
+
+def _empty_side(status: str, reason: str, flags: list[str] | None = None) -> dict:
+    return {
+        "status": status,
+        "reason": reason,
+        "fn_abmd_g_cm2": None,
+        "th_abmd_g_cm2": None,
+        "fn_t_score": None,
+        "th_t_score": None,
+        "who_class": None,
+        "flags": list(flags or []),
+    }
+
+
+def measure(
+    ct: sitk.Image,
+    labels: sitk.Image,
+    side_status: dict[str, str] | None = None,
+    keep_images: bool = False,
+) -> dict:
+    """The ``bmd`` block of one CT. ``side_status`` (e.g. from the segmentation) marks sides
+    that must not be graded (anything but "ok"); ``keep_images`` adds the Projection objects
+    under ``"_projections"`` for pictures (not JSON)."""
+    start = time.perf_counter()
+    hu = sitk.GetArrayViewFromImage(ct)
+    lab = sitk.GetArrayViewFromImage(labels)
+    cal = calibrate(hu, ct.GetSpacing())
+    out: dict = {
+        "version": BMD_VERSION,
+        "label": LABEL,
+        "reference": REFERENCE_SOURCE,
+        "see_g_cm2": SEE_G_CM2,
+        "calibration": cal.as_dict(),
+    }
+    projections = {}
+    for side, value in SIDE_VALUES.items():
+        status = (side_status or {}).get(side, "ok")
+        mask = lab == value
+        if status != "ok":
+            out[side] = _empty_side(status, f"segmentation status {status}: not graded")
+            continue
+        if not mask.any():
+            out[side] = _empty_side("not_found", "no label for this side")
+            continue
+        values = hu[mask]
+        if np.mean(values >= METAL_HU) > METAL_FRACTION:
+            out[side] = _empty_side("implant", "metal inside the femur: not graded", ["implant"])
+            continue
+        if not cal.ok:
+            out[side] = _empty_side(f"calibration_{cal.status}", cal.reason, list(cal.flags))
+            continue
+        proj = project_side(ct, hu, mask, cal)
+        projections[side] = proj
+        if proj.status != "ok":
+            out[side] = _empty_side(proj.status, proj.reason, proj.flags)
+            continue
+        graded = grade(proj.fn_abmd_g_cm2, proj.th_abmd_g_cm2)
+        side_out = {
+            "status": "ok",
+            "reason": "",
+            "fn_abmd_g_cm2": None if proj.fn_abmd_g_cm2 is None else round(proj.fn_abmd_g_cm2, 4),
+            "th_abmd_g_cm2": None if proj.th_abmd_g_cm2 is None else round(proj.th_abmd_g_cm2, 4),
+            "fn_t_score": graded["fn_t_score"],
+            "th_t_score": graded["th_t_score"],
+            "who_class": graded["who_class"],
+            "t_score_sd": graded["t_score_sd"],
+            "flags": [*proj.flags, *graded["flags"]],
+            "projection": proj.summary(),
+        }
+        out[side] = side_out
+    out["seconds"] = round(time.perf_counter() - start, 3)
+    if keep_images:
+        out["_projections"] = projections
+    return out
