@@ -8,9 +8,19 @@ Flags (a side may carry several):
 - ``distal_fov_short``: the scan ends below the head, neck and trochanteric region but above
   the anatomical cut level, so the ROI is shorter than its definition. Informative only.
 - ``small``: the mask is implausibly small for a proximal femur (below ``SMALL_ML``).
+- ``not_femur``: the wrong-bone guard (``guard``) found no femoral head, neck and
+  trochanteric region in an anatomical configuration: the mask is not a proximal femur (an
+  iliac wing, a head without its neck). The side becomes ``not_found`` and its label removed.
+- ``pelvis_in_mask``: the mask continues above the femoral head into the acetabulum or ilium:
+  the region of interest holds the wrong bone. ``not_found`` as well, label removed.
+- ``neck_not_in_view``: the scan ends at or just below the femoral head, so the neck and
+  trochanteric region that the screening measures are missing: ``truncated``.
+- ``review_segmentation``: the segmentation quality signal (``quality``) is low: check the
+  mask before trusting its numbers. Informative only; the side is still graded.
 
 Primary status, by precedence (the first that applies):
-``not_found`` > ``implant`` > ``truncated`` > ``ok``.
+``not_found`` > ``implant`` > ``truncated`` > ``ok``. ``FLAG_STATUS`` says which flags block
+grading and with which status; every other flag is informative.
 Why this order: a side without a femur has nothing else to say; metal makes a side unusable
 whatever the field of view, and is the more specific message for the reader; truncation comes
 next. ``distal_fov_short`` and ``small`` never change the status: a scan that ends at the
@@ -35,7 +45,24 @@ FLAG_HELP: dict[str, str] = {
     "truncated": "femur cut by the edge of the scan (head, neck or in-plane): not graded",
     "distal_fov_short": "scan ends above the anatomical cut level: ROI shorter than defined",
     "small": "mask implausibly small for a proximal femur",
+    "not_femur": "no femoral head, neck and trochanteric region found: not a proximal femur, "
+    "not graded",
+    "pelvis_in_mask": "segmentation runs from the femoral head into the pelvis: wrong bone in "
+    "the region, not graded",
+    "neck_not_in_view": "femoral neck not in view (the scan ends at the femoral head): not graded",
+    "review_segmentation": "segmentation quality low (engines or passes disagree): check the "
+    "mask before trusting the result",
 }
+
+# flags that block grading, and the status they give a side (see the module docstring)
+FLAG_STATUS: dict[str, str] = {
+    "not_femur": "not_found",
+    "pelvis_in_mask": "not_found",
+    "implant": "implant",
+    "truncated": "truncated",
+    "neck_not_in_view": "truncated",
+}
+GUARD_FLAGS: tuple[str, ...] = ("not_femur", "pelvis_in_mask", "neck_not_in_view")
 
 
 def metal_volume_mm3(
@@ -61,9 +88,15 @@ def side_flags(
     volume_ml: float,
     metal_mm3: float,
     geometry_flags: list[str],
+    guard_flag: str | None = None,
 ) -> list[str]:
-    """All flags of one found side, in a fixed order."""
+    """All flags of one found side, in a fixed order. ``guard_flag``: the wrong-bone guard's
+    verdict when it is not ``ok`` (one of ``GUARD_FLAGS``)."""
     flags = []
+    if guard_flag is not None:
+        if guard_flag not in GUARD_FLAGS:
+            raise ValueError(f"unknown guard flag {guard_flag!r}")
+        flags.append(guard_flag)
     if metal_mm3 >= MIN_METAL_MM3:
         flags.append("implant")
     for name in ("truncated", "distal_fov_short"):
@@ -74,11 +107,17 @@ def side_flags(
     return flags
 
 
+def blocks_grading(flag: str) -> bool:
+    """Whether a flag keeps its side from being graded."""
+    return flag in FLAG_STATUS
+
+
 def primary_status(found: bool, flags: list[str]) -> str:
     """The one status a side is graded by (see the module docstring for the precedence)."""
     if not found:
         return "not_found"
-    for status in STATUS_PRECEDENCE[1:-1]:
-        if status in flags:
+    statuses = {FLAG_STATUS[f] for f in flags if f in FLAG_STATUS}
+    for status in STATUS_PRECEDENCE[:-1]:
+        if status in statuses:
             return status
     return "ok"
