@@ -19,7 +19,7 @@ result); the definitions are those of :mod:`femurscreen.phantom.truth`:
    femur. The dilation catches the mineral that the scanner's blur moved out of the mask;
    the background term keeps only what belongs to the bone.
 4. Femoral-neck box: 15 mm along the neck axis, centred on the narrowest neck (minimum
-   projected width between R and R + 40 mm from the head centre), across the neck's full
+   projected width between 0.9 R and 1.9 R from the head centre), across the neck's full
    width + 5 mm each side. Total hip: the femur lateral of the box's medial edge and above the
    axial plane 20 mm above the bottom of the mask (10 mm below the lesser trochanter by the
    label definition); not given when the scan ends before the label's cut (``distal_fov_short``).
@@ -117,8 +117,13 @@ def project_side(
     z = pts[:, 2]
     flags: list[str] = []
     # head: the deepest point of the top part
-    depth = ndimage.distance_transform_edt(mask, sampling=sp_zyx)
     top = z >= z.max() - HEAD_SEARCH_MM
+    kji = np.argwhere(mask)
+    sub_lo = np.maximum(kji[top].min(0) - 2, 0)
+    sub_hi = kji[top].max(0) + 3
+    sub = tuple(slice(a, b) for a, b in zip(sub_lo, sub_hi, strict=True))
+    depth = np.zeros(mask.shape, dtype=np.float64)
+    depth[sub] = ndimage.distance_transform_edt(mask[sub], sampling=sp_zyx)
     d_in = depth[mask]
     best = np.flatnonzero(top)[np.argmax(d_in[top])]
     head = pts[best]
@@ -166,27 +171,33 @@ def project_side(
     bg_vox = near & ~spill
     bg = float(np.median(rho[bg_vox])) if bg_vox.any() else 0.0
     maskf = mask.astype(np.float32)
-    spillf = spill.astype(np.float32)
+    # the integrand on the CT's own grid, resampled once per sample point
+    integrand = ((rho - np.float32(bg)) * spill + np.float32(bg) * mask).astype(np.float32)
+    step = max(PIXEL_MM, 0.5 * float(spacing.min()))  # along the rays
+    y_ax = np.arange(y_ax[0], y_ax[-1] + step, step)
     areal = np.zeros(T.shape)
     path = np.zeros(T.shape)
-    for y in y_ax:  # one plane at a time keeps memory small
-        w = head + S[..., None] * m + T[..., None] * u + y * ap
-        ijk = (w - origin) @ inv.T - lo[::-1]
-        coords = ijk[..., ::-1].reshape(-1, 3).T  # (k, j, i)
-        r_s = ndimage.map_coordinates(rho, coords, order=1, mode="nearest")
-        in_m = ndimage.map_coordinates(maskf, coords, order=1, cval=0.0) >= 0.5
-        in_s = ndimage.map_coordinates(spillf, coords, order=1, cval=0.0) >= 0.5
-        areal += ((r_s - bg) * in_s + bg * in_m).reshape(T.shape)
-        path += in_m.reshape(T.shape)
-    areal *= PIXEL_MM / 10.0 / 1000.0  # mg/cm^3 * mm -> g/cm^2
-    path *= PIXEL_MM
+    base = (head - origin) @ inv.T - lo[::-1]
+    plane = (S[..., None] * (m @ inv.T) + T[..., None] * (u @ inv.T) + base)[..., ::-1]
+    ray = (ap @ inv.T)[::-1]
+    chunk = max(1, 3_000_000 // T.size)
+    for y0 in range(0, len(y_ax), chunk):  # a few planes at a time keeps memory small
+        ys = y_ax[y0 : y0 + chunk]
+        coords = (plane[None] + ys[:, None, None, None] * ray).reshape(-1, 3).T  # (k, j, i)
+        r_s = ndimage.map_coordinates(integrand, coords, order=1, cval=0.0)
+        in_m = ndimage.map_coordinates(maskf, coords, order=1, cval=0.0)
+        areal += r_s.reshape(len(ys), *T.shape).sum(0)
+        path += (in_m >= 0.5).reshape(len(ys), *T.shape).sum(0)
+    areal *= step / 10.0 / 1000.0  # mg/cm^3 * mm -> g/cm^2
+    path *= step
     bone = path >= 1.0
 
     nm, nu = float(n @ m), float(n @ u)
     sigma = -(S * nm + T * nu)
     tau = -S * nu + T * nm
     widths = []
-    sig_range = np.arange(0.9 * radius, 0.9 * radius + 40.0, 1.0)
+    # the narrowest neck lies between the head and the trochanters: from 0.9 R to 1.9 R
+    sig_range = np.arange(0.9 * radius, 1.9 * radius, 1.0)
     for sg in sig_range:
         line = bone & (np.abs(sigma - sg) < 0.5 * PIXEL_MM) & (np.abs(tau) <= 40.0)
         widths.append(line.sum() * PIXEL_MM)

@@ -1,0 +1,107 @@
+"""``femurscreen bmd``: CT-derived femoral-neck and total-hip aBMD, T-score and WHO class."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAME = "bmd"
+HELP = (
+    "calibrated hip bone density from CT: phantomless calibration, DXA-like projection, "
+    "femoral-neck / total-hip aBMD and T-score per side (a CT-derived estimate, not a DXA)"
+)
+EXAMPLE = "femurscreen bmd case/ct.nii.gz --mask case/femur.nii.gz --json case/bmd.json"
+ORDER = 35
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
+    parser.add_argument(
+        "--mask",
+        type=Path,
+        help="femur label map (1 = left, 2 = right) on the CT's grid; default: segment the CT "
+        "with the default engine first",
+    )
+    parser.add_argument("--json", type=Path, help="write the result as JSON to this file")
+    parser.add_argument(
+        "--png", type=Path, help="write a picture of the projections, ROIs and calibration"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from femurscreen.atomic import check_output_file, write_text
+    from femurscreen.bmd import measure
+    from femurscreen.ctio import read_ct
+    from femurscreen.errors import InputError, NoFemurError
+    from femurscreen.labelio import read_labels
+
+    if args.json:
+        check_output_file(args.json, (".json",), option="--json", what="JSON result")
+    if args.png:
+        check_output_file(args.png, (".png",), option="--png", what="picture")
+    ct = read_ct(args.ct)
+    side_status = None
+    if args.mask:
+        labels = read_labels(args.mask, reference=ct)
+    else:
+        from femurscreen.segmentation import segment
+
+        try:
+            seg = segment(ct)
+        except NoFemurError as exc:
+            raise NoFemurError(exc.what, exc.fix, args.ct) from None
+        labels = seg.labels
+        side_status = {side: r.status for side, r in seg.sides.items()}
+    result = measure(ct, labels, side_status=side_status, keep_images=bool(args.png))
+    projections = result.pop("_projections", {})
+    if args.png:
+        from femurscreen.bmd.figure import save_figure
+
+        save_figure(result, projections, args.png)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        write_text(args.json, text + "\n")
+    print(format_result(result))
+    graded = [s for s in ("left", "right") if result[s]["status"] == "ok"]
+    if not graded:
+        cal = result["calibration"]
+        why = cal["reason"] if cal["status"] != "ok" else "no side could be measured"
+        print(f"femurscreen bmd: no side graded: {why}", file=sys.stderr)
+        if cal["status"] != "ok":
+            raise InputError(
+                f"no density from this scan: {cal['reason']}",
+                "use a non-contrast CT whose field of view includes air, fat and muscle",
+                args.ct,
+            )
+        return 1
+    return 0
+
+
+def format_result(result: dict) -> str:
+    cal = result["calibration"]
+    pts = ", ".join(
+        f"{p['name']} {p['observed_hu'] if p['observed_hu'] is not None else '-'}"
+        for p in cal["points"]
+    )
+    lines = [
+        f"calibration: {cal['status']}{' (' + cal['reason'] + ')' if cal['reason'] else ''}",
+        f"  tissue peaks (HU): {pts}; slope {cal['slope']}, intercept {cal['intercept']}",
+        f"{'side':<6} {'status':<12} {'FN g/cm2':>9} {'TH g/cm2':>9} {'FN T':>6} {'TH T':>6}"
+        "  WHO class     flags",
+    ]
+
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    for side in ("left", "right"):
+        s = result[side]
+        lines.append(
+            f"{side:<6} {s['status']:<12} {f(s['fn_abmd_g_cm2'], '9.3f'):>9} "
+            f"{f(s['th_abmd_g_cm2'], '9.3f'):>9} {f(s['fn_t_score'], '6.1f'):>6} "
+            f"{f(s['th_t_score'], '6.1f'):>6}  {s['who_class'] or '-':<13} "
+            f"{','.join(s['flags'])}"
+        )
+    lines.append(f"{result['label']}; T-score SD about {0.37:.2f} (CTXA SEE 0.044 g/cm2)")
+    return "\n".join(lines)
