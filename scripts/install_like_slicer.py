@@ -73,7 +73,8 @@ def site_packages(python: Path) -> Path:
 
 def step(label: str, argv: list[str]) -> float:
     """Run one command, fail loudly, return its seconds."""
-    print(f"[install_like_slicer] {label}: {' '.join(argv)}", flush=True)
+    shown = argv[: argv.index("-c") + 1] + ["..."] if "-c" in argv else argv
+    print(f"[install_like_slicer] {label}: {' '.join(shown)}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(argv, check=True)
     seconds = time.perf_counter() - t0
