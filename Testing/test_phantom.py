@@ -426,3 +426,64 @@ def test_cli_refuses_bad_options_with_a_message(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     code, _, err = run_cli("phantom", str(tmp_path / "file"), "--cases", "1")
     assert code == 1 and "not a folder" in err
+
+
+# --------------------------------------------------------------------------------------
+# scanners and density truth (femurscreen.phantom.scanner / truth)
+
+
+def test_default_scanner_keeps_phantoms_byte_identical():
+    """The scanner option must not change a default phantom: this hash was taken before
+    scanners existed (seed 7, 3 mm, T -1.7), so the shipped demo models' data stay the same."""
+    import hashlib
+
+    ct, mask, info = make_case(7, -1.7, PhantomOptions(spacing=(3.0, 3.0, 3.0)))
+    digest = hashlib.sha256(
+        sitk.GetArrayViewFromImage(ct).tobytes()
+        + sitk.GetArrayViewFromImage(mask).tobytes()
+        + str(ct.GetOrigin()).encode()
+    ).hexdigest()
+    assert digest == "1aee9c79995cba2e5e77eaba47e3c738181f1407e9dca6445dd8b21c9a69e131"
+    assert info["scanner"]["kvp"] == 120.0 and info["scanner"]["scale"] == 1.0
+
+
+def test_scanner_model_and_random_scanners():
+    from femurscreen.phantom.scanner import IDENTITY, Scanner, random_scanner
+
+    assert np.allclose(
+        IDENTITY.hu([-1000.0, -100.0, 0.0, 60.0, 1000.0]), [-1000, -100, 0, 60, 1000]
+    )
+    low = Scanner(kvp=80.0)
+    assert low.hu(-1000.0) == pytest.approx(-1000.0) and low.hu(0.0) == pytest.approx(0.0)
+    assert low.hu(-100.0) < -110.0 and low.hu(1060.0) > 1300.0  # fat and bone further out
+    a, b = random_scanner(5), random_scanner(5)
+    assert a == b and a != random_scanner(6)
+    assert -1010 <= a.hu(-1000.0) <= -990 and -15 <= a.hu(0.0) <= 15
+    with pytest.raises(ValueError):
+        PhantomOptions(scanner="bogus")
+
+
+def test_true_abmd_follows_bone_density_and_cohort_has_the_columns(tmp_path):
+    lo = make_case(8, -3.5, PhantomOptions(spacing=(3.0, 3.0, 3.0)))[2]
+    hi = make_case(8, 0.5, PhantomOptions(spacing=(3.0, 3.0, 3.0)))[2]
+    for side in ("left", "right"):
+        for site in ("fn", "th"):
+            key = f"true_{site}_abmd_{side}_g_cm2"
+            assert 0.2 < lo[key] < hi[key] < 2.5
+    path = make_cohort(
+        tmp_path,
+        1,
+        3,
+        options=PhantomOptions(spacing=(3.0, 3.0, 3.0)),
+        implant_fraction=1.0,
+        workers=1,
+        progress=lambda line: None,
+    )
+    row = read_cohort(path)[0]
+    implant = row["implant_side"]
+    other = "right" if implant == "left" else "left"
+    assert row[f"true_fn_abmd_{implant}_g_cm2"] == ""  # metal in the label: no truth
+    assert float(row["true_fn_abmd_g_cm2"]) == pytest.approx(
+        float(row[f"true_fn_abmd_{other}_g_cm2"]), abs=1e-4
+    )
+    assert float(row["true_th_abmd_g_cm2"]) > 0.2
