@@ -635,18 +635,22 @@ def test_background_segmentation_matches_in_process(segmented):
 
 @needs_segmentation
 @needs_segment_verb
-def test_background_segmentation_can_be_cancelled(core, real_ct_path):
-    volume = _load_volume(core.scene, real_ct_path, "to cancel")
-    logic = FemurScreenLogic(core.scene)
-    job = logic.start_segmentation(volume)
-    time.sleep(0.5)
+@needs_model
+@pytest.mark.parametrize("kind", ["segmentation", "grading"])
+def test_background_jobs_can_be_cancelled(segmented, kind):
+    logic, volume, node, _ = segmented
+    if kind == "segmentation":
+        job, finish = logic.start_segmentation(volume), logic.finish_segmentation
+        time.sleep(0.5)
+    else:
+        job, finish = logic.start_grading(volume, node), logic.finish_grading
     job.cancel()
     job.wait(timeout=30)
     assert job.cancelled
     from femurscreen.errors import FemurScreenError
 
     with pytest.raises(FemurScreenError, match="cancelled"):
-        logic.finish_segmentation(job)
+        finish(job)
     assert not job.temp_dir.exists()
 
 
@@ -748,21 +752,6 @@ def test_slicer_and_cli_grade_the_same_labels_identically(segmented, tmp_path):
         assert slicer_result[side]["probabilities"] == core[side]["probabilities"]
         assert slicer_result[side]["density"] == core[side]["density"]
     assert slicer_result["case"] == core["case"]
-
-
-@needs_segmentation
-@needs_model
-def test_grading_can_be_cancelled(segmented):
-    logic, volume, node, _ = segmented
-    job = logic.start_grading(volume, node)
-    job.cancel()
-    job.wait(timeout=30)
-    assert job.cancelled
-    from femurscreen.errors import FemurScreenError
-
-    with pytest.raises(FemurScreenError, match="cancelled"):
-        logic.finish_grading(job)
-    assert not job.temp_dir.exists()
 
 
 # ---------------------------------------------------------------------------- panel state

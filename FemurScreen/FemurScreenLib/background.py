@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 CANCELLED = -1000  # return code reported after cancel()
@@ -119,11 +119,15 @@ class BackgroundProcess:
     def stderr(self) -> str:
         return "\n".join(self._stderr)
 
-    def wait(self, timeout: float | None = None) -> int:
-        """Block until the child is done (for scripts and tests; the GUI polls instead)."""
+    def wait(self, timeout: float | None = None, poll: Callable[[], object] | None = None) -> int:
+        """Block until the child is done (for scripts and tests; the GUI polls instead).
+
+        ``poll`` (default: :meth:`poll`) is what reads the output meanwhile; a job passes its
+        own so that it sees every line (progress, messages).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.finished:
-            self.poll()
+            (poll or self.poll)()
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.args[:3]} still running after {timeout} s")
             time.sleep(0.05)

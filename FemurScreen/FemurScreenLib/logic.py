@@ -183,13 +183,7 @@ class ChildJob:
     def wait(self, timeout: float | None = None) -> int:
         """Block until the child is done, reading its progress (scripts and tests; the GUI
         polls from a timer instead)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.finished:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self.WHAT} still running after {timeout} s")
-            time.sleep(0.05)
-        return int(self.process.returncode)
+        return self.process.wait(timeout, poll=self.poll)
 
     def cancel(self) -> None:
         self.process.cancel()

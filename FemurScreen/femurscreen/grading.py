@@ -394,13 +394,7 @@ def run_request(request_path: str | Path, progress: Progress | None = None) -> P
     from femurscreen.classifier import load_model
     from femurscreen.errors import InputError
 
-    request_path = Path(request_path)
-    try:
-        request = json.loads(request_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"the grading request cannot be read ({exc})", path=request_path) from exc
-    if not isinstance(request, dict) or request.get("format") != REQUEST_FORMAT:
-        raise InputError("not a FemurScreen grading request", path=request_path)
+    request = _read_json(request_path, REQUEST_FORMAT, "grading request", InputError)
     report = progress or (lambda stage, fraction: None)
     report("reading", 0.0)
     ct = sitk.ReadImage(request["ct"])
@@ -434,14 +428,20 @@ def read_response(path: str | Path) -> Grading:
     """The :class:`Grading` a child wrote with :func:`run_request`."""
     from femurscreen.errors import FemurScreenError
 
+    data = _read_json(path, RESPONSE_FORMAT, "grading result", FemurScreenError)
+    return Grading(rows=data["rows"], predictions=data["predictions"], result=data["result"])
+
+
+def _read_json(path: str | Path, fmt: str, what: str, error: type[Exception]) -> dict:
+    """A JSON object of format ``fmt``, or ``error`` saying what is wrong with the file."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise FemurScreenError(f"the grading result cannot be read ({exc})", path=path) from exc
-    if not isinstance(data, dict) or data.get("format") != RESPONSE_FORMAT:
-        raise FemurScreenError("not a FemurScreen grading result", path=path)
-    return Grading(rows=data["rows"], predictions=data["predictions"], result=data["result"])
+        raise error(f"the {what} cannot be read ({exc})", path=path) from exc
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"not a FemurScreen {what}", path=path)
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
