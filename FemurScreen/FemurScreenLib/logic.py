@@ -497,10 +497,7 @@ class FemurScreenLogic:
         """The packages ``stage`` ("segment" or "grade") needs for ``engine``."""
         from FemurScreenLib import dependencies
 
-        try:
-            return dependencies.requirements_for(engine, stage=stage)
-        except TypeError:  # TEMPORARY until dependencies.requirements_for(stage=) lands
-            return dependencies.requirements_for(engine)
+        return dependencies.requirements_for(engine, stage=stage)
 
     def missing_packages(self, engine: str = "default", stage: str = "grade") -> list:
         """Requirements of ``stage`` for ``engine`` that are absent (metadata only, cheap)."""
