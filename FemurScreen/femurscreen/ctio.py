@@ -173,7 +173,7 @@ def _read_file(path: Path, series_uid: str | None) -> tuple[sitk.Image, dict]:
             path,
         )
     if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)
+        _check_nifti_data(path)
     with _quiet_itk():
         try:
             image = reader.Execute()
@@ -193,11 +193,12 @@ def _read_dicom_file(path: Path, series_uid: str | None) -> tuple[sitk.Image, di
             path,
         )
     resolved = path.resolve()
-    for series in dicom_series(path.parent):
+    in_folder = dicom_series(path.parent)
+    for series in in_folder:
         files = {Path(f).resolve() for f in series.files}
         if series.uid == uid and resolved in files and series.slices > 1:
             log.info("%s: reading its whole DICOM series (%d files)", path, series.slices)
-            return _read_series(path.parent, series)
+            return _read_series(path.parent, series, in_folder)
     with _quiet_itk():
         try:
             image = sitk.ReadImage(str(path))
@@ -230,7 +231,7 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[sitk.Image
                 "Pick one of the listed series UIDs with --series UID / series_uid=",
                 folder,
             )
-        return _read_series(folder, chosen[0])
+        return _read_series(folder, chosen[0], series)
     if len(series) > 1:
         raise InputError(
             f"holds several DICOM series ({len(series)}): "
@@ -238,10 +239,12 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> tuple[sitk.Image
             "Pick one with --series UID (command line) or series_uid= (Python)",
             folder,
         )
-    return _read_series(folder, series[0])
+    return _read_series(folder, series[0], series)
 
 
-def _read_series(folder: Path, series: DicomSeries) -> tuple[sitk.Image, dict]:
+def _read_series(
+    folder: Path, series: DicomSeries, in_folder: list[DicomSeries]
+) -> tuple[sitk.Image, dict]:
     if series.modality.strip().upper() not in _CT_MODALITIES:
         raise InputError(
             f"DICOM series {series.uid!r} has modality {series.modality}, not CT",
@@ -256,8 +259,16 @@ def _read_series(folder: Path, series: DicomSeries) -> tuple[sitk.Image, dict]:
             image = reader.Execute()
         except RuntimeError as exc:
             raise _unreadable(folder, exc) from None
+    damaged = _damaged_dicom_files(folder, in_folder)
     if image.GetDimension() == 3 and image.GetSize()[2] > 1:
-        _check_slice_positions(folder, series, reader, image)
+        _check_slice_positions(folder, series, reader, image, damaged)
+    if damaged:
+        log.warning(
+            "%s: %d DICOM file(s) cannot be read and were left out: %s",
+            folder,
+            len(damaged),
+            ", ".join(p.name for p in damaged[:5]),
+        )
     source = {
         "format": "DICOM",
         "series_uid": series.uid,
@@ -267,8 +278,38 @@ def _read_series(folder: Path, series: DicomSeries) -> tuple[sitk.Image, dict]:
     return image, source
 
 
+def _damaged_dicom_files(folder: Path, in_folder: list[DicomSeries]) -> list[Path]:
+    """Files of ``folder`` that look like DICOM (preamble "DICM" or .dcm) but that GDCM cannot
+    parse: its series reader silently leaves them out, which shows only as a gap."""
+    listed: set[Path] = set()
+    for series in in_folder:
+        listed.update(Path(f).resolve() for f in series.files)
+    damaged = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.resolve() in listed or not _looks_like_dicom(path):
+            continue
+        if not _dicom_header(str(path)):
+            damaged.append(path)
+    return damaged
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
 def _check_slice_positions(
-    folder: Path, series: DicomSeries, reader: sitk.ImageSeriesReader, image: sitk.Image
+    folder: Path,
+    series: DicomSeries,
+    reader: sitk.ImageSeriesReader,
+    image: sitk.Image,
+    damaged: list[Path] | None = None,
 ) -> None:
     """Refuse gaps, duplicates and gantry tilt, which ITK reads into a wrong geometry."""
     positions = []
@@ -300,6 +341,16 @@ def _check_slice_positions(
             folder,
         )
     deviation = np.abs(steps - spacing[2]) / spacing[2]
+    if deviation.max() > _SLICE_STEP_TOLERANCE and damaged:
+        names = ", ".join(str(p) for p in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
+        raise InputError(
+            f"DICOM series {series.uid!r} has a gap (steps between {steps.min():.4g} and "
+            f"{steps.max():.4g} mm) because {len(damaged)} DICOM file(s) in the folder cannot "
+            f"be read (damaged header): {names}",
+            "Copy or export those slices again from the scanner or PACS; the series is "
+            "incomplete without them",
+            folder,
+        )
     if deviation.max() > _SLICE_STEP_TOLERANCE:
         raise InputError(
             f"DICOM series {series.uid!r} has non-uniform slice spacing (steps between "
@@ -333,40 +384,86 @@ def _drop_single_time_point(image: sitk.Image) -> sitk.Image:
     return image
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """SimpleITK zero-fills a truncated or corrupted NIfTI without a word, so check here."""
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8", 32: "f4", 1792: "f8"}  # float32/64, complex64/128
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a single-file NIfTI's voxels are and how they are stored."""
+
+    offset: int
+    end: int
+    dtype: np.dtype | None  # a floating type whose values we must check; None for integers
+
+
+def _check_nifti_data(path: Path) -> None:
+    """Refuse a truncated, corrupted or non-finite NIfTI, which SimpleITK reads without a word.
+
+    Its NIfTI reader zero-fills missing data and replaces NaN and Inf voxels by 0, so a CT
+    with NaN slices would be graded as if they held water. The raw voxel bytes are read here
+    (streamed, once) and checked before SimpleITK sees the file.
+    """
     compressed = path.name.lower().endswith(".gz")
+    non_finite = [0, 0]  # NaN, Inf
     try:
         with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
             header = stream.read(540)
-            expected = _nifti_data_end(header)
-            if compressed:
-                available = len(header)
-                while chunk := stream.read(1 << 22):
-                    available += len(chunk)
-            else:
-                available = path.stat().st_size
+            layout = _nifti_layout(header)
+            if layout is None:
+                return  # not a single-file NIfTI-1/2: SimpleITK's own checks apply
+            available = len(header)
+            if len(header) < layout.offset:
+                available += len(stream.read(layout.offset - len(header)))
+            to_check = layout.end - layout.offset  # voxel bytes; anything after is not data
+            pending = header[layout.offset :][:to_check]
+            to_check -= len(pending)
+            while chunk := stream.read(1 << 22):
+                available += len(chunk)
+                pending = _count_non_finite(pending + chunk[: max(to_check, 0)], layout, non_finite)
+                to_check -= len(chunk)
+            _count_non_finite(pending, layout, non_finite)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise InputError(
             f"is truncated or corrupted: its compressed data cannot be read to the end ({exc})",
             "Copy or export the file again; the download or copy was probably incomplete",
             path,
         ) from None
-    if expected is not None and available < expected:
+    if available < layout.end:
         raise InputError(
-            f"is truncated: its header announces {expected} bytes but it holds only {available}",
+            f"is truncated: its header announces {layout.end} bytes but it holds only {available}",
             "Copy or export the file again; the download or copy was probably incomplete",
+            path,
+        )
+    if non_finite[0] or non_finite[1]:
+        raise InputError(
+            f"contains non-finite voxel values ({non_finite[0]} NaN, {non_finite[1]} Inf), "
+            "which SimpleITK's NIfTI reader would silently turn into 0 HU",
+            "Re-export the CT without NaN/Inf (e.g. fill outside the field of view with -1024 HU)",
             path,
         )
 
 
-def _nifti_data_end(header: bytes) -> int | None:
-    """Byte offset where a single-file NIfTI-1/2 file's voxel data ends; None if not one."""
+def _count_non_finite(data: bytes, layout: _NiftiLayout, counts: list[int]) -> bytes:
+    """Add the NaN and Inf values of whole items in ``data`` to ``counts``; return the rest."""
+    if layout.dtype is None:
+        return b""
+    size = layout.dtype.itemsize
+    whole = len(data) - len(data) % size
+    values = np.frombuffer(data[:whole], dtype=layout.dtype)
+    if not np.isfinite(values.min(initial=0.0)) or not np.isfinite(values.max(initial=0.0)):
+        counts[0] += int(np.count_nonzero(np.isnan(values)))
+        counts[1] += int(np.count_nonzero(np.isinf(values)))
+    return data[whole:]
+
+
+def _nifti_layout(header: bytes) -> _NiftiLayout | None:
+    """Voxel data offset, end and float type of a single-file NIfTI-1/2; None if not one."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
             if header[344:347] != b"n+1":
                 return None
             dims = struct.unpack(endian + "8h", header[40:56])
+            datatype = struct.unpack(endian + "h", header[70:72])[0]
             bitpix = struct.unpack(endian + "h", header[72:74])[0]
             offset = int(struct.unpack(endian + "f", header[108:112])[0])
             break
@@ -374,16 +471,19 @@ def _nifti_data_end(header: bytes) -> int | None:
             if header[4:7] != b"n+2":
                 return None
             dims = struct.unpack(endian + "8q", header[16:80])
+            datatype = struct.unpack(endian + "h", header[12:14])[0]
             bitpix = struct.unpack(endian + "h", header[14:16])[0]
             offset = struct.unpack(endian + "q", header[168:176])[0]
             break
     else:
         return None
     ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
+    if not 1 <= ndim <= 7 or bitpix <= 0 or offset < 0:
         return None
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]]))
-    return offset + voxels * bitpix // 8
+    kind = _NIFTI_FLOAT_TYPES.get(int(datatype))
+    dtype = None if kind is None else np.dtype(endian + kind)
+    return _NiftiLayout(offset=offset, end=offset + voxels * bitpix // 8, dtype=dtype)
 
 
 def _unreadable(path: Path, exc: RuntimeError) -> InputError:
