@@ -17,6 +17,7 @@ under the same checks, then renamed into place.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import zipfile
 from dataclasses import dataclass
@@ -118,9 +119,10 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def stored_types(path: str | Path) -> set[str]:
+def stored_types(path: str | Path | bytes) -> set[str]:
     """Every ``module.class`` named in a skops file's schema (read as JSON, nothing built)."""
-    with zipfile.ZipFile(path) as archive:
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
+    with zipfile.ZipFile(source) as archive:
         schema = json.loads(archive.read("schema.json"))
     found: set[str] = set()
     stack: list[Any] = [schema]
@@ -170,10 +172,19 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _verify_sha256(path: Path, expected: Any) -> None:
+def _verified_bytes(path: Path, expected: Any) -> bytes:
+    """The file's bytes, read once, after checking their sha256 against the manifest.
+
+    Everything after this works on these bytes, never on the file again: a file swapped or
+    changed between the check and the load cannot be loaded unverified.
+    """
     if not path.is_file():
         raise ModelError("model file is missing", RESTORE_ADVICE, path)
-    actual = sha256_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"model cannot be read ({exc})", RESTORE_ADVICE, path) from exc
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ModelError(
             f"{path.name} does not match the sha256 recorded in manifest.json "
@@ -182,14 +193,29 @@ def _verify_sha256(path: Path, expected: Any) -> None:
             RESTORE_ADVICE,
             path,
         )
+    return data
 
 
-def _check_types(path: Path) -> None:
+def _cannot_read(path: Path, exc: BaseException) -> ModelError:
+    return ModelError(
+        f"model cannot be read: the file is damaged or not a FemurScreen model although its "
+        f"sha256 matches the manifest ({_kind(exc)}: {exc})",
+        RESTORE_ADVICE,
+        path,
+    )
+
+
+def _kind(exc: BaseException) -> str:
+    module = type(exc).__module__
+    return type(exc).__name__ if module == "builtins" else f"{module}.{type(exc).__name__}"
+
+
+def _check_types(path: Path, data: bytes) -> None:
     try:
-        names = stored_types(path)
-        untrusted = set(sio.get_untrusted_types(file=path))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"not a readable skops file ({exc})", RESTORE_ADVICE, path) from exc
+        names = stored_types(data)
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:  # noqa: BLE001 - zlib.error, BadZipFile, KeyError...: the file's
+        raise _cannot_read(path, exc) from exc
     allowed = set(TRUSTED_TYPES) | set(BUILTIN_TYPES)
     unknown = sorted((names | untrusted) - allowed)
     if unknown:
@@ -207,19 +233,17 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     model_path = model_dir / str(manifest["model_file"])
-    _verify_sha256(model_path, manifest["sha256"])
+    model_bytes = _verified_bytes(model_path, manifest["sha256"])
     applicability_path = model_dir / str(manifest.get("applicability_file", APPLICABILITY_FILE))
-    _verify_sha256(applicability_path, manifest.get("applicability_sha256"))
-    _check_types(model_path)
+    applicability_bytes = _verified_bytes(applicability_path, manifest.get("applicability_sha256"))
+    _check_types(model_path, model_bytes)
     try:
-        model = sio.load(model_path, trusted=list(TRUSTED_TYPES))
+        model = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))
     except Exception as exc:  # noqa: BLE001 - any failure to build the object is the file's
-        raise ModelError(f"cannot load the model ({exc})", RESTORE_ADVICE, model_path) from exc
+        raise _cannot_read(model_path, exc) from exc
     try:
-        applicability = Applicability.from_dict(
-            json.loads(applicability_path.read_text(encoding="utf-8"))
-        )
-    except (ValueError, TypeError) as exc:
+        applicability = Applicability.from_dict(json.loads(applicability_bytes.decode("utf-8")))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelError(
             f"applicability statistics are unreadable ({exc})", RESTORE_ADVICE, applicability_path
         ) from exc
