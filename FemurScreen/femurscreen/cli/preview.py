@@ -19,10 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from femurscreen.atomic import check_output_file
     from femurscreen.ctio import read_ct
     from femurscreen.labelio import read_labels
     from femurscreen.render import save_preview
 
+    check_output_file(args.out, (".png",), what="picture")
     ct = read_ct(args.ct)
     labels = read_labels(args.mask) if args.mask else None
     out = save_preview(ct, args.out, labels, title=args.ct.name, window=args.window)

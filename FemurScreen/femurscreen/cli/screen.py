@@ -40,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from femurscreen.atomic import check_output_folder
     from femurscreen.screening import graded_sides, screen
 
+    check_output_folder(args.out)  # a bad destination fails now, not after the computation
     result = screen(
         args.ct,
         args.out,

@@ -11,6 +11,7 @@ NAME = "segment"
 HELP = "segment both proximal femurs of a CT into a label map (1 = left, 2 = right femur)"
 EXAMPLE = "femurscreen segment ct.nii.gz --out femur.nii.gz --engine classical"
 ORDER = 20
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # what SimpleITK writes as a label map
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from femurscreen.atomic import check_output_file
     from femurscreen.ctio import read_ct
     from femurscreen.errors import NoFemurError
     from femurscreen.labelio import write_labels
     from femurscreen.segmentation import segment
 
+    check_output_file(args.out, LABEL_SUFFIXES, what="label map")  # before any computation
     ct = read_ct(args.ct)
     try:
         result = segment(ct, engine=args.engine, progress=_progress)
