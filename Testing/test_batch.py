@@ -1,4 +1,7 @@
-"""``femurscreen batch``: many cases, one corrupt; resumable; process pool; Dask scheduler."""
+"""``femurscreen batch``: many cases, one corrupt; resumable; process pool; Dask scheduler.
+
+These runs name cases by file name (``include_identifiers``) to check each case by name; the
+default naming by fingerprint is tested in test_reliability.py."""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def cts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def first_run(cts: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("batch-out") / "results"
     log = io.StringIO()
-    table = batch(cts, out, workers=1, progress=log)
+    table = batch(cts, out, workers=1, progress=log, include_identifiers=True)  # named cases
     return {"out": out, "table": table, "log": log.getvalue()}
 
 
@@ -80,7 +83,9 @@ def test_second_run_skips_finished_cases(first_run: dict, cts: Path) -> None:
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["batch", str(cts), "--out", str(out), "--workers", "2"])
+        code = main(
+            ["batch", str(cts), "--out", str(out), "--workers", "2", "--include-identifiers"]
+        )
     assert code == 3, stderr.getvalue()  # finished, one case failed
     assert f"{N_PHANTOMS} of {N_PHANTOMS + 1} cases already done: skipped" in stderr.getvalue()
     assert "failed: corrupt:" in stderr.getvalue()
@@ -96,7 +101,13 @@ def test_dask_scheduler_gives_the_same_summary(first_run: dict, cts: Path, tmp_p
             n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None
         ) as cluster,
     ):
-        table = batch(cts, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=None)
+        table = batch(
+            cts,
+            tmp_path / "dask",
+            scheduler=cluster.scheduler_address,
+            progress=None,
+            include_identifiers=True,
+        )
     assert table.attrs["failed"] == 1 and table.attrs["done"] == N_PHANTOMS
     pd.testing.assert_frame_equal(_summary(tmp_path / "dask"), _summary(first_run["out"]))
 

@@ -10,13 +10,25 @@ INPUT is a folder or a CSV:
 - a CSV with a column ``ct`` (paths; relative ones are relative to the CSV's folder) and an
   optional ``case_id`` column (otherwise derived from the path as above).
 
+Case names: by default a case is named by its image fingerprint (``CT-`` + 10 hex digits), as
+``femurscreen screen`` names it, so no file name (which often holds a patient name or birth
+date) reaches a folder name, report, result, table or the console; a case whose CT cannot be
+read is named ``input-<hash of its path>``. ``include_identifiers=True`` names cases by file
+or folder name as above; a CSV's ``case_id`` column is always used as given.
+``OUT/batch-index.json`` maps a hash of each input's path, size and time stamp to its case
+name, so a rerun finds finished cases without reading them again.
+
 Each case is screened by :func:`femurscreen.screening.screen` into ``OUT/<case_id>/``. Because
-``screen`` writes a folder atomically, a case whose ``result.json`` exists is finished and is
-skipped on the next run: an interrupted batch resumes where it stopped. A case that fails is
-recorded in ``OUT/<case_id>.error.json`` (message and, for unexpected errors, the traceback) and
-the others go on; it is retried on the next run. ``OUT/summary.csv`` has one row per case and
-side, and is rewritten (atomically) from every case's files while the batch runs and at the end,
-including cases skipped as already finished.
+``screen`` writes a folder atomically, a case whose folder holds ``result.json`` and every other
+result file is finished and is skipped on the next run: an interrupted batch resumes where it
+stopped. A case that fails is recorded in ``OUT/<case_id>.error.json`` (message and, for
+unexpected errors, the traceback) and the others go on; it is retried on the next run. A case
+screened without any graded side (``screen`` exits 1 for it) counts as failed, with the reason,
+but is not retried. ``OUT/summary.csv`` has one row per case and side, and is rewritten
+(atomically) from every case's files while the batch runs and at the end, including cases
+skipped as already finished. One batch at a time may write into OUT: a second one stops with a
+clear error (``OUT/.femurscreen-batch.lock``; a lock left by a killed batch on this machine is
+taken over).
 
 Parallelism: ``workers=N`` runs N cases at once in separate processes on this machine, each
 with ``cpu_count // N`` threads. ``scheduler="tcp://host:8786"`` sends one task per case to an
@@ -26,13 +38,15 @@ shared file system), write the results themselves, and the client only collects 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import re
-import shutil
+import socket
 import sys
 import time
 import traceback
@@ -43,7 +57,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from femurscreen.atomic import atomic_path, write_text
+from femurscreen.atomic import atomic_path, check_output_folder, process_alive, write_text
 from femurscreen.errors import FemurScreenError, InputError
 from femurscreen.labels import CLASSES, SIDES
 
@@ -68,21 +82,25 @@ _SUMMARY_EVERY_S = 10.0  # rewrite summary.csv at most this often while running
 
 @dataclass(frozen=True)
 class Case:
-    """One CT to screen."""
+    """One CT to screen. ``case_id`` is derived from its file or folder name (or the CSV's
+    ``case_id`` column, then ``given``); it names the case only with ``include_identifiers``."""
 
     case_id: str
     path: Path
+    given: bool = False
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one case in this run."""
+    """What happened to one case in this run. ``ok``: screened and at least one side graded."""
 
     case_id: str
     ok: bool
     error: str = ""
     seconds: float = 0.0
     skipped: bool = False
+    key: str = ""  # input_key of the case (see _Index)
+    result: bool = False  # a result folder was written (also when no side could be graded)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +153,7 @@ def _cases_from_csv(path: Path) -> list[Case]:
             "give every row its own case_id",
             path,
         )
-    return _unique([(cid, ct) for cid, ct, _ in cases])
+    return _unique([(cid, ct) for cid, ct, _ in cases], [g for _, _, g in cases])
 
 
 def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
@@ -221,10 +239,10 @@ def safe_case_id(text: str) -> str:
     return text or "case"
 
 
-def _unique(pairs: Iterable[tuple[str, Path]]) -> list[Case]:
+def _unique(pairs: Iterable[tuple[str, Path]], given: list[bool] | None = None) -> list[Case]:
     seen: dict[str, int] = {}
     cases = []
-    for case_id, path in pairs:
+    for number, (case_id, path) in enumerate(pairs):
         case_id = safe_case_id(case_id)
         key = case_id.lower()  # case-insensitive file systems
         if key in seen:
@@ -232,7 +250,7 @@ def _unique(pairs: Iterable[tuple[str, Path]]) -> list[Case]:
             case_id = f"{case_id}-{seen[key]}"
         else:
             seen[key] = 1
-        cases.append(Case(case_id, path))
+        cases.append(Case(case_id, path, bool(given[number]) if given else False))
     return cases
 
 
@@ -245,24 +263,34 @@ _MODELS: dict[str, Any] = {}
 def run_case(
     ct_path: str,
     out_dir: str,
-    case_id: str,
+    case_id: str | None,
     engine: str = "default",
     model_dir: str | None = None,
     include_identifiers: bool = False,
+    key: str = "",
 ) -> Outcome:
-    """Screen one case into ``out_dir/case_id``; never raises for a problem with the case."""
-    from femurscreen.screening import screen
+    """Screen one case into ``out_dir/<id>``; never raises for a problem with the case.
+
+    ``case_id`` None: the case is named by its image fingerprint, as ``femurscreen screen``
+    names it, or ``input-<key>`` when the CT cannot even be read; nothing in the outputs then
+    carries the file name. A case screened without any graded side is not ``ok``: the command
+    ``screen`` refuses it (exit 1), so the batch must not count it as done either.
+    """
+    from femurscreen.screening import graded_sides, screen
 
     started = time.perf_counter()
     root = Path(out_dir)
-    error_file = root / f"{case_id}.error.json"
-    for stale in root.glob(f".{case_id}.tmp-*"):  # left by a run that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    name = case_id or f"input-{key[:10] or 'unknown'}"
     try:
         model = _model(model_dir)
-        screen(
+        if case_id is None:
+            from femurscreen.ctio import read_ct
+            from femurscreen.screening import fingerprint
+
+            name = fingerprint(read_ct(ct_path))
+        result = screen(
             ct_path,
-            root / case_id,
+            root / name,
             engine=engine,
             model_dir=model,
             include_identifiers=include_identifiers,
@@ -272,18 +300,47 @@ def run_case(
         message = (
             exc.message if isinstance(exc, FemurScreenError) else f"{type(exc).__name__}: {exc}"
         )
+        if not include_identifiers:
+            message = scrub(message, ct_path)
         record = {
-            "case_id": case_id,
+            "case_id": name,
             "error": message,
             "kind": type(exc).__name__,
             "time_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         if not isinstance(exc, FemurScreenError):
-            record["traceback"] = traceback.format_exc()
-        write_text(error_file, json.dumps(record, indent=2) + "\n")
-        return Outcome(case_id, False, message, time.perf_counter() - started)
-    error_file.unlink(missing_ok=True)
-    return Outcome(case_id, True, "", time.perf_counter() - started)
+            trace = traceback.format_exc()
+            record["traceback"] = trace if include_identifiers else scrub(trace, ct_path)
+        write_text(root / f"{name}.error.json", json.dumps(record, indent=2) + "\n")
+        return Outcome(name, False, message, time.perf_counter() - started, key=key)
+    (root / f"{name}.error.json").unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    if not graded_sides(result):
+        return Outcome(name, False, not_graded_reason(result), seconds, key=key, result=True)
+    return Outcome(name, True, "", seconds, key=key, result=True)
+
+
+def not_graded_reason(result: dict) -> str:
+    """Why ``screen`` refuses a result with no graded side (its exit 1), in the same words."""
+    reasons = "; ".join(
+        f"{side}: {(result.get(side) or {}).get('reason') or 'not graded'}"
+        for side in ("right", "left")
+    )
+    return f"no side could be graded ({reasons})"
+
+
+def scrub(text: str, path: str | Path) -> str:
+    """``text`` without the input's path or file name (they may name the patient)."""
+    path = Path(path)
+    names = {str(path), str(path.expanduser()), os.path.abspath(path), path.name}
+    with contextlib.suppress(OSError):
+        names.add(str(path.resolve()))
+    for name in sorted((n for n in names if len(n) >= 3), key=len, reverse=True):
+        text = text.replace(name, "<input>")
+    stem = _case_name(path)
+    if len(stem) >= 6:
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(stem)}(?![A-Za-z0-9])", "<input>", text)
+    return text
 
 
 def _model(model_dir: str | None):
@@ -321,41 +378,76 @@ def batch(
     """Screen every case of ``inputs`` into ``out_dir``; return the summary table.
 
     ``progress``: True for a progress bar on the current ``sys.stderr``, a text stream, or
-    None/False for none.
+    None/False for none. Cases are named by image fingerprint (as ``femurscreen screen``
+    names them) unless ``include_identifiers`` is set (then by file or folder name) or a CSV
+    gives a ``case_id``. One batch at a time may write into ``out_dir`` (a lock file).
 
     The table (also ``out_dir/summary.csv``) has one row per case and side. Its ``attrs`` hold
-    the counts of this run: ``cases``, ``done``, ``skipped``, ``failed``.
+    the counts of this run: ``cases``, ``done``, ``skipped``, ``failed`` (cases that could not
+    be screened or had no side graded; ``failures`` maps their ids to the reason).
     """
-    out_dir = Path(out_dir).expanduser().resolve()
-    cases = discover_cases(inputs, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = None if model_dir is None else str(Path(model_dir).expanduser().resolve())
-    loaded = _model(model)  # a broken model stops the batch before any case runs
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}", "use --workers 1 or more")
+    out_dir = check_output_folder(Path(out_dir).expanduser()).resolve()
+    cases = discover_cases(inputs, out_dir)
+    model = None if model_dir is None else str(Path(model_dir).expanduser().resolve())
+    loaded = _model(model)  # a broken model stops the batch before any case runs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _BatchLock(out_dir):
+        return _batch_locked(
+            cases, out_dir, workers, scheduler, engine, model, include_identifiers, progress, loaded
+        )
 
-    from femurscreen.screening import is_complete
 
-    todo = [c for c in cases if not is_complete(out_dir / c.case_id)]
+def _batch_locked(
+    cases: list[Case],
+    out_dir: Path,
+    workers: int,
+    scheduler: str | None,
+    engine: str,
+    model: str | None,
+    include_identifiers: bool,
+    progress: TextIO | bool | None,
+    loaded: Any,
+) -> pd.DataFrame:
+    index = _Index(out_dir)
+    keys = [input_key(c.path) for c in cases]
+    planned: list[str | None] = [
+        c.case_id if (include_identifiers or c.given) else index.get(k)
+        for c, k in zip(cases, keys, strict=True)
+    ]
     stream = sys.stderr if progress is True else (progress or None)
     bar = _Progress(len(cases), stream)
-    outcomes: dict[str, Outcome] = {}
-    pending = {c.case_id for c in todo}
-    for case in cases:
-        if case.case_id not in pending:
-            outcomes[case.case_id] = Outcome(case.case_id, True, skipped=True)
+    outcomes: dict[int, Outcome] = {}
+    todo = []
+    for slot, name in enumerate(planned):
+        if name is not None and is_complete_result(out_dir / name):
+            outcomes[slot] = _finished_before(out_dir, name, keys[slot])
+        else:
+            todo.append(slot)
     bar.skip(len(cases) - len(todo))
-    writer = _SummaryWriter(out_dir, cases)
+    writer = _SummaryWriter(out_dir, len(cases))
 
-    def done(outcome: Outcome) -> None:
-        outcomes[outcome.case_id] = outcome
+    def done(slot: int, outcome: Outcome) -> None:
+        outcomes[slot] = outcome
+        if outcome.key and (outcome.result or not outcome.ok):
+            index.set(outcome.key, outcome.case_id)
         bar.update(outcome)
         writer.maybe_write(outcomes)
 
-    jobs = [
-        (str(c.path.resolve()), str(out_dir), c.case_id, engine, model, include_identifiers)
-        for c in todo
-    ]
+    jobs = {}
+    for slot in todo:
+        case = cases[slot]
+        given = case.case_id if (include_identifiers or case.given) else None
+        jobs[slot] = (
+            str(case.path.resolve()),
+            str(out_dir),
+            given,
+            engine,
+            model,
+            include_identifiers,
+            keys[slot],
+        )
     if jobs:
         if scheduler:
             _run_dask(scheduler, jobs, done)
@@ -366,24 +458,159 @@ def batch(
             level = quiet.level
             quiet.setLevel(logging.WARNING)  # the bar says what happens; keep stderr readable
             try:
-                for job in jobs:
-                    done(run_case(*job))
+                for slot, job in jobs.items():
+                    done(slot, run_case(*job))
             finally:
                 quiet.setLevel(level)
     bar.close()
+    index.save()
     table = writer.write(outcomes)
     table.attrs.update(
         cases=len(cases),
         done=sum(1 for o in outcomes.values() if o.ok and not o.skipped),
         skipped=sum(1 for o in outcomes.values() if o.skipped),
         failed=sum(1 for o in outcomes.values() if not o.ok),
+        failures={o.case_id: o.error for o in outcomes.values() if not o.ok},
         summary=str(out_dir / SUMMARY),
         demo=bool(loaded.demo),
     )
     return table
 
 
-def _run_pool(workers: int, jobs: list[tuple], done: Callable[[Outcome], None]) -> None:
+def is_complete_result(folder: Path) -> bool:
+    """A finished result: result.json of our format and every other file of the folder.
+
+    Stricter than the existence of result.json: a folder whose report.html was deleted is
+    screened again, not skipped as done.
+    """
+    from femurscreen.screening import FILES, is_complete
+
+    return is_complete(folder) and all((folder / name).is_file() for name in FILES)
+
+
+def _finished_before(out_dir: Path, case_id: str, key: str) -> Outcome:
+    """The outcome of a case a previous run finished (``ok`` only if a side was graded)."""
+    from femurscreen.screening import graded_sides
+
+    try:
+        result = json.loads((out_dir / case_id / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return Outcome(case_id, False, f"result.json unreadable: {exc}", skipped=True, key=key)
+    if not graded_sides(result):
+        return Outcome(
+            case_id, False, not_graded_reason(result), skipped=True, key=key, result=True
+        )
+    return Outcome(case_id, True, skipped=True, key=key, result=True)
+
+
+def input_key(path: Path) -> str:
+    """A non-identifying key of an input as it is now: a hash of its path, size and mtime.
+
+    It maps an input to its fingerprint id across runs (``batch-index.json``) without
+    reading the CT again and without writing its name anywhere. A changed file gets a new key.
+    """
+    try:
+        resolved = path.resolve()
+        info = resolved.stat()
+        stamp = f"{resolved}\0{info.st_size}\0{info.st_mtime_ns}"
+    except OSError:
+        stamp = f"{path}\0missing"
+    return hashlib.blake2b(stamp.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+class _Index:
+    """``OUT/batch-index.json``: input key -> case id, so a rerun knows finished cases."""
+
+    FILE = "batch-index.json"
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / self.FILE
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self.entries = {str(k): str(v) for k, v in data.get("cases", {}).items()}
+        except (OSError, ValueError, AttributeError):
+            self.entries = {}
+        self.dirty = False
+
+    def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    def set(self, key: str, case_id: str) -> None:
+        if self.entries.get(key) != case_id:
+            self.entries[key] = case_id
+            self.dirty = True
+            self.save()
+
+    def save(self) -> None:
+        if self.dirty:
+            data = {"format": "femurscreen-batch-index", "cases": self.entries}
+            write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+            self.dirty = False
+
+
+class _BatchLock:
+    """``OUT/.femurscreen-batch.lock``: a second batch on the same folder stops with a clear error.
+
+    Created atomically (O_EXCL). A lock left by a batch that was killed on this machine (its
+    process is gone) is taken over with a warning; one from another machine is respected.
+    """
+
+    FILE = ".femurscreen-batch.lock"
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / self.FILE
+
+    def __enter__(self) -> _BatchLock:
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started_utc": _now()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder.get("host") == socket.gethostname():
+                    pid = holder.get("pid")
+                    if isinstance(pid, int) and not process_alive(pid):
+                        log.warning(
+                            "%s: removing the lock of a batch that ended (pid %s)", self.path, pid
+                        )
+                        self.path.unlink(missing_ok=True)
+                        continue
+                who = (
+                    f"process {holder.get('pid')} on {holder.get('host')}, started "
+                    f"{holder.get('started_utc')}"
+                    if holder
+                    else "an unknown process"
+                )
+                raise InputError(
+                    f"another batch is already writing into this folder ({who})",
+                    "wait until it has finished, or use another --out; if no batch is running "
+                    f"any more, delete {self.path}",
+                    self.path.parent,
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(owner, handle)
+            return self
+        raise InputError("cannot take the batch lock", "try again", self.path)
+
+    def _holder(self) -> dict | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Done = Callable[[int, Outcome], None]
+
+
+def _run_pool(workers: int, jobs: dict[int, tuple], done: Done) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -393,16 +620,16 @@ def _run_pool(workers: int, jobs: list[tuple], done: Callable[[Outcome], None]) 
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_pool_worker, initargs=(threads,)
     ) as pool:
-        futures = {pool.submit(run_case, *job): job for job in jobs}
+        futures = {pool.submit(run_case, *job): slot for slot, job in jobs.items()}
         for future in as_completed(futures):
-            job = futures[future]
+            slot = futures[future]
             try:
-                done(future.result())
+                done(slot, future.result())
             except (BrokenProcessPool, Exception) as exc:  # the process died (memory, signal)
-                done(_lost(job, exc))
+                done(slot, _lost(jobs[slot], exc))
 
 
-def _run_dask(address: str, jobs: list[tuple], done: Callable[[Outcome], None]) -> None:
+def _run_dask(address: str, jobs: dict[int, tuple], done: Done) -> None:
     try:
         from dask.distributed import Client, as_completed
     except ImportError as exc:
@@ -420,15 +647,17 @@ def _run_dask(address: str, jobs: list[tuple], done: Callable[[Outcome], None]) 
     try:
         token = os.urandom(4).hex()
         futures = {
-            client.submit(run_case, *job, key=f"femurscreen-{job[2]}-{token}", pure=False): job
-            for job in jobs
+            client.submit(
+                run_case, *job, key=f"femurscreen-{slot}-{job[6][:8]}-{token}", pure=False
+            ): slot
+            for slot, job in jobs.items()
         }
         for future in as_completed(futures):
-            job = futures[future]
+            slot = futures[future]
             try:
-                done(future.result())
+                done(slot, future.result())
             except Exception as exc:  # the worker died or the task was lost
-                done(_lost(job, exc))
+                done(slot, _lost(jobs[slot], exc))
     finally:
         client.close()
 
@@ -436,10 +665,14 @@ def _run_dask(address: str, jobs: list[tuple], done: Callable[[Outcome], None]) 
 def _lost(job: tuple, exc: BaseException) -> Outcome:
     """A case whose process died before it could record anything: record it here."""
     ct_path, out_dir, case_id = job[:3]
+    key = job[6] if len(job) > 6 else ""
+    name = case_id or f"input-{key[:10] or 'unknown'}"
     message = f"the worker running this case failed: {type(exc).__name__}: {exc}"
-    record = {"case_id": case_id, "error": message, "kind": type(exc).__name__}
-    write_text(Path(out_dir) / f"{case_id}.error.json", json.dumps(record, indent=2) + "\n")
-    return Outcome(case_id, False, message)
+    if not (len(job) > 5 and job[5]):
+        message = scrub(message, ct_path)
+    record = {"case_id": name, "error": message, "kind": type(exc).__name__}
+    write_text(Path(out_dir) / f"{name}.error.json", json.dumps(record, indent=2) + "\n")
+    return Outcome(name, False, message, key=key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,10 +680,14 @@ def _lost(job: tuple, exc: BaseException) -> Outcome:
 
 
 def case_rows(out_dir: Path, case_id: str, outcome: Outcome | None = None) -> list[dict]:
-    """The summary rows of one case, from its files (so skipped cases count too)."""
+    """The summary rows of one case, from its files (so skipped cases count too).
+
+    A case with a result but no graded side keeps its per-side rows (status implant,
+    truncated...) with the reason in ``error``.
+    """
     result_path = out_dir / case_id / "result.json"
     error = ""
-    if outcome is not None and not outcome.ok:
+    if outcome is not None and not outcome.ok and not outcome.result:
         error = outcome.error
     elif result_path.exists():
         try:
@@ -458,7 +695,11 @@ def case_rows(out_dir: Path, case_id: str, outcome: Outcome | None = None) -> li
         except (OSError, ValueError) as exc:
             error = f"result.json unreadable: {exc}"
         else:
-            return [_side_row(case_id, side, result.get(side) or {}) for side in SIDES]
+            rows = [_side_row(case_id, side, result.get(side) or {}) for side in SIDES]
+            if outcome is not None and not outcome.ok:
+                for row in rows:
+                    row["error"] = row["error"] or outcome.error
+            return rows
     else:
         error_path = out_dir / f"{case_id}.error.json"
         try:
@@ -492,25 +733,25 @@ def _empty_row(case_id: str, side: str, status: str, error: str) -> dict:
 
 
 class _SummaryWriter:
-    def __init__(self, out_dir: Path, cases: list[Case]) -> None:
+    def __init__(self, out_dir: Path, n_cases: int) -> None:
         self.out_dir = out_dir
-        self.cases = cases
+        self.n_cases = n_cases
         self.last = 0.0
-        self.rows: dict[str, list[dict]] = {}
+        self.rows: dict[int, list[dict]] = {}
 
-    def maybe_write(self, outcomes: dict[str, Outcome]) -> None:
+    def maybe_write(self, outcomes: dict[int, Outcome]) -> None:
         if time.monotonic() - self.last >= _SUMMARY_EVERY_S:
             self.write(outcomes)
 
-    def write(self, outcomes: dict[str, Outcome]) -> pd.DataFrame:
+    def write(self, outcomes: dict[int, Outcome]) -> pd.DataFrame:
         rows = []
-        for case in self.cases:
-            outcome = outcomes.get(case.case_id)
+        for slot in range(self.n_cases):
+            outcome = outcomes.get(slot)
             if outcome is None:
                 continue  # not finished yet
-            if case.case_id not in self.rows or not outcome.ok:
-                self.rows[case.case_id] = case_rows(self.out_dir, case.case_id, outcome)
-            rows += self.rows[case.case_id]
+            if slot not in self.rows or not outcome.ok:
+                self.rows[slot] = case_rows(self.out_dir, outcome.case_id, outcome)
+            rows += self.rows[slot]
         table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
         with atomic_path(self.out_dir / SUMMARY) as tmp:
             table.to_csv(tmp, index=False)
@@ -548,7 +789,12 @@ class _Progress:
         eta = ""
         if ran > 0 and self.done < self.total:
             eta = f" eta {_clock(elapsed / ran * (self.total - self.done))}"
-        what = "skipped (done before)" if outcome.skipped else ("ok" if outcome.ok else "FAILED")
+        if outcome.ok:
+            what = "skipped (done before)" if outcome.skipped else "ok"
+        elif outcome.result:
+            what = "NOT GRADED" + (" (done before)" if outcome.skipped else "")
+        else:
+            what = "FAILED"
         line = (
             f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} cases"
             f" ({self.failed} failed, {self.skipped} skipped) {_clock(elapsed)}{eta}"

@@ -38,12 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", type=Path, metavar="DIR", help="classifier folder")
     parser.add_argument(
-        "--include-identifiers", action="store_true", help="show DICOM identifiers in each report"
+        "--include-identifiers",
+        action="store_true",
+        help="name cases by file or folder name and show DICOM identifiers in each report "
+        "(default: cases are named by image fingerprint, as 'screen' does, and no file name "
+        "is written anywhere)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.epilog = (
-        "Finished cases (OUT/<case_id>/result.json) are skipped on a re-run; failed ones are "
-        "retried. Exit codes: 0 all cases done, 1 the batch could not run, "
+        "Finished cases (OUT/<case_id>/ with result.json and report.html) are skipped on a "
+        "re-run; failed ones are retried. A case with no gradable side counts as failed, as "
+        "'screen' refuses it. One batch at a time per --out (OUT/.femurscreen-batch.lock). "
+        "Exit codes: 0 all cases done, 1 the batch could not run, "
         f"{EXIT_SOME_FAILED} some cases failed (errors in OUT/summary.csv and "
         "OUT/<case_id>.error.json)."
     )
@@ -76,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"summary {counts['summary']}")
     if counts["failed"]:
-        failed = table[table["status"] == "error"].drop_duplicates("case_id")
-        for row in failed.itertuples():
-            print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)
+        for case_id, error in counts.get("failures", {}).items():
+            print(f"failed: {case_id}: {error}", file=sys.stderr)
         return EXIT_SOME_FAILED
     return 0
