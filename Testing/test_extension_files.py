@@ -140,3 +140,84 @@ def test_top_level_builds_the_module_and_declares_dependencies():
     assert re.search(r"add_subdirectory\(\s*FemurScreen\s*\)", text)
     assert re.search(r"find_package\(\s*Slicer\s+REQUIRED\s*\)", text)
     assert "Slicer_EXTENSION_GENERATE_CONFIG" in text and "Slicer_EXTENSION_CPACK" in text
+
+
+# ---------------------------------------------------------------- the review module
+
+REVIEW_PY = MODULE / "FemurScreenReview.py"
+REVIEW_UI = MODULE / "Resources" / "UI" / "FemurScreenReview.ui"
+
+
+def test_review_module_and_its_resources_are_listed():
+    scripts = _listed(("MODULE_PYTHON_SCRIPTS",))
+    resources = _listed(("MODULE_PYTHON_RESOURCES",))
+    assert {"FemurScreenReview.py", "FemurScreenLib/review.py"} <= scripts
+    assert {"Resources/UI/FemurScreenReview.ui", "Resources/Icons/FemurScreenReview.png"} <= (
+        resources
+    )
+    assert re.search(
+        r"slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}Review\.py\s*\)",
+        _cmake_text(MODULE_CMAKE),
+    )
+
+
+def _review_tree():
+    import ast
+
+    return ast.parse(REVIEW_PY.read_text(encoding="utf-8"), filename=str(REVIEW_PY))
+
+
+def test_review_module_defines_what_slicer_looks_up_by_file_name():
+    """Slicer finds a scripted module's classes by the file name: X, XWidget, XTest."""
+    import ast
+
+    classes = {n.name for n in ast.walk(_review_tree()) if isinstance(n, ast.ClassDef)}
+    assert {"FemurScreenReview", "FemurScreenReviewWidget", "FemurScreenReviewTest"} <= classes
+
+
+def test_every_review_widget_name_exists_in_its_ui_file():
+    import ast
+    import xml.etree.ElementTree as ET
+
+    widgets = {w.get("name") for w in ET.parse(REVIEW_UI).iter("widget")}
+    used = {
+        node.attr
+        for node in ast.walk(_review_tree())
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "ui"
+    }
+    assert used, "the review widget uses no .ui names?"
+    missing = sorted(used - widgets)
+    assert not missing, f"FemurScreenReview.py uses widgets missing from the .ui: {missing}"
+
+
+def test_review_logic_is_qt_free():
+    """The widget is the only Qt layer: FemurScreenLib/review.py never imports qt or ctk."""
+    import ast
+
+    tree = ast.parse((MODULE / "FemurScreenLib" / "review.py").read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"qt", "ctk", "PythonQt", "slicer.util"}, imported
+
+
+def test_review_shortcuts_do_not_take_keys_slicer_already_binds():
+    """Ctrl+Left/Right switch modules and Ctrl+Shift+Left/Right step Sequences in Slicer
+    (qSlicerModuleSelectorToolBar.cxx, qMRMLSequenceBrowserPlayWidget.cxx)."""
+    import ast
+
+    for node in ast.walk(_review_tree()):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "SHORTCUTS" for t in node.targets
+        ):
+            keys = set(ast.literal_eval(node.value).values())
+            break
+    else:
+        raise AssertionError("no SHORTCUTS table in FemurScreenReview.py")
+    taken = {"Ctrl+Left", "Ctrl+Right", "Ctrl+Shift+Left", "Ctrl+Shift+Right", "Alt+Left"}
+    assert keys and not keys & taken
