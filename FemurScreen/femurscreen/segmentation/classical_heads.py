@@ -13,6 +13,13 @@ Two steps on the coarse (3 mm) grid:
 2. Sphere fit: from each candidate centre, rays in 256 directions find the first strong drop of
    intensity (the head's outer surface); a robust least-squares fit gives centre and radius, and
    the fraction of rays that agree with the sphere (``support``) scores the candidate.
+3. Roof check (``below_roof``): at 3 mm the joint space is invisible and those fits take the
+   acetabular roof plate for the head's top; rays looking up from the centre find the plate
+   (a bright ridge) and the sphere is moved down until the plate lies outside it. On the real
+   sample CT this moved the right head 4.8 mm down (label top from the roof apex slice to two
+   slices below it) and made the head fit agree across resamplings (1, 1.5 mm, 5 mm slices).
+A pair of heads is scored as a mirror image about the body midline; a scan that shows one hip
+only (the body cut by the field of view) has its midline at that border.
 """
 
 from __future__ import annotations
@@ -49,17 +56,29 @@ OUTER_LOCK_MM = 0.8  # free-band surface this far inside the scanned sphere: wro
 # the whole head and the start of the neck must be in the scan: a scan that ends inside the
 # head cannot be graded, and the bone above such a scan's floor (acetabular roof, ilium) can
 # look like a head
-FOV_BELOW_HEAD_MM = 12.0
+FOV_BELOW_HEAD_MM = 6.0
 METAL_HU = 2000.0
 MAX_METAL_FRACTION = 0.12
 PAIR_MAX_DZ_MM = 30.0
 PAIR_SEARCH_MM = 25.0  # the other head lies this close to the anchor's mirror image
 PAIR_STARTS_MM = np.array([[0, 0, 0], [0, 0, 6], [0, 0, -6], [0, 6, 0], [0, -6, 0]], dtype=float)
 PAIR_MAX_DR_MM = 5.0
-PAIR_DISTANCE_MM = (120.0, 260.0)
+MIDLINE_MM = 10.0  # a pair's midpoint this far from the body midline costs one point
+PAIR_SCAN_DR_MM = 3.0  # the other head is looked for with a radius this close to the anchor
+PAIR_DISTANCE_MM = (140.0, 260.0)  # head centres: adults 150-210 mm apart; a pair 137 mm
+# apart on the real CT resampled to 1.5 mm was the two anterior acetabular walls
 SURFACE_DROP_HU = 50.0  # a ray "sees" the head surface when intensity falls this much across it
 DELTA_SPACINGS = 0.5  # the drop is measured this many voxels either side of the surface
 INNER_TOLERANCE = 0.97  # radii seen by this fraction of the best count count as near-best
+# the acetabular roof: a bright plate (subchondral bone, "sourcil") capping the head
+ROOF_CONE_COS = 0.3  # rays within about 73 degrees of the socket axis (upward-medial)
+ROOF_HU = 350.0  # a roof ridge is a local maximum above this ...
+ROOF_RISE_HU = 100.0  # ... rising this much above the darkest point nearer the centre
+ROOF_DIP_HU = 150.0  # a dip this deep right outside a first ridge: a visible joint space
+ROOF_GAP_MM = 3.5  # head surface to the middle of a merged roof plate (cartilage, plate)
+ROOF_MIN_RAYS = 8
+ROOF_MAX_SHIFT_MM = 9.0
+ROOF_MIN_DEPTH_MM = 1.5  # a plate less deep inside the sphere is left alone (phantoms: 0.5-1)
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,35 @@ def body_midline_x(
     per_x = body.sum(axis=(0, 1)).astype(float)
     if per_x.sum() == 0:
         return float(xs.mean())
+    cut = _body_cut_side(body)
+    if cut != 0:
+        # the field of view ends inside the body on one side (a one-hip scan cut at or near
+        # the midline): the body's centroid would lie in the visible hip, so the midline is
+        # taken at that border; everything in view is then on one side of it
+        return float(xs[-1] if cut > 0 else xs[0])
     return float((per_x * xs).sum() / per_x.sum())
+
+
+BODY_CUT_FRACTION = 0.5  # an x border crossing the body over this much of its depth cuts it
+
+
+def _body_cut_side(body: np.ndarray) -> int:
+    """+1 / -1 when the body is cut by the high / low x border of the grid (only one), else 0.
+
+    ``body`` (z, y, x): soft tissue mask of some slices. The table and a stray arm reach the
+    border over a few millimetres; a body cut by the field of view crosses it over most of its
+    depth (y extent).
+    """
+    depth = body.any(axis=2).sum(axis=1)  # per slice, body extent along y (voxels)
+    ok = depth > 0
+    if not ok.any():
+        return 0
+    low = np.median(body[ok][:, :, 0].sum(axis=1) / depth[ok])
+    high = np.median(body[ok][:, :, -1].sum(axis=1) / depth[ok])
+    cut_low, cut_high = low >= BODY_CUT_FRACTION, high >= BODY_CUT_FRACTION
+    if cut_low == cut_high:
+        return 0
+    return 1 if cut_high else -1
 
 
 def vote_centres(smooth: np.ndarray, spacing: float) -> np.ndarray:
@@ -328,6 +375,102 @@ def free_band_fit(
     return centre, radius, float(first_median)
 
 
+def roof_ridges(
+    smooth: np.ndarray,
+    grid: Grid,
+    centre: np.ndarray,
+    radius: float,
+    lateral: float,
+    *,
+    raw: np.ndarray | None = None,
+    step: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each upward-medial ray from a head centre meets the acetabular plate.
+
+    Returns (directions (n, 3), distance to the plate's brightest point, NaN where no plate,
+    whether a dark joint space separates a head cortex from the plate on that ray). When a
+    ray first crosses a bright ridge, then a dip of ``ROOF_DIP_HU``, then a second ridge, the
+    first is the head's own cortex and the second the plate; a single ridge is head and plate
+    blurred together (3 mm slices, or a head without subchondral cortex). With ``raw`` (the
+    unclipped HU), rays that cross metal before their ridge see an implant, not a plate: NaN.
+    """
+    directions = fibonacci_directions()
+    socket_axis = np.array([-lateral, 0.0, 1.0]) / np.sqrt(2.0)
+    dirs = directions[directions @ socket_axis > ROOF_CONE_COS]
+    rho = np.arange(0.4 * radius, radius + 10.0 + step, step)
+    prof = _sample(smooth, grid, centre + dirs[:, None, :] * rho[None, :, None])
+    is_max = np.zeros(prof.shape, dtype=bool)
+    is_max[:, 1:-1] = (prof[:, 1:-1] >= prof[:, :-2]) & (prof[:, 1:-1] > prof[:, 2:])
+    darkest = np.minimum.accumulate(prof, axis=1)
+    ridge = is_max & (prof > ROOF_HU) & (prof - darkest > ROOF_RISE_HU)
+    if raw is not None:
+        metal = _sample(raw, grid, centre + dirs[:, None, :] * rho[None, :, None]) > METAL_HU
+        ridge &= ~np.logical_or.accumulate(metal, axis=1)
+    dist = np.full(len(dirs), np.nan)
+    joint = np.zeros(len(dirs), dtype=bool)
+    for i in np.flatnonzero(ridge.any(axis=1)):
+        ks = np.flatnonzero(ridge[i])
+        first = int(ks[0])
+        dist[i] = rho[first]
+        for k in ks[1:]:
+            if rho[k] - rho[first] > 8.0:
+                break
+            if prof[i, first:k].min() < min(prof[i, first], prof[i, k]) - ROOF_DIP_HU:
+                joint[i] = True
+                break
+    return dirs, dist, joint
+
+
+def below_roof(
+    smooth: np.ndarray,
+    grid: Grid,
+    centre: np.ndarray,
+    radius: float,
+    lateral: float,
+    *,
+    raw: np.ndarray | None = None,
+) -> np.ndarray:
+    """Move a head sphere out of the acetabular roof (same radius, centre shifted).
+
+    At 3 mm the joint space is invisible and every edge-based fit can take the roof plate
+    for the head's top: the sphere then holds the plate and misses the head's medial-inferior
+    part (seen on the real sample CT: head top 3-4 slices too high). Where rays see one merged
+    ridge, the head surface lies ``ROOF_GAP_MM`` inside it; where a joint space shows, at the
+    head's own cortex (the first ridge). The centre is moved down (at most
+    ``ROOF_MAX_SHIFT_MM``) until the median of those surface points on the rays that look up
+    lies on the sphere; only moves
+    out of the roof are made, a sphere already below it is kept.
+    """
+    start = centre = np.asarray(centre, dtype=float)
+    for _ in range(4):
+        dirs, dist, joint = roof_ridges(smooth, grid, centre, radius, lateral, raw=raw)
+        ok = np.isfinite(dist)
+        if ok.sum() < ROOF_MIN_RAYS:
+            break
+        surface = np.where(joint, dist + 0.5 * float(grid.spacing.min()), dist - ROOF_GAP_MM)
+        excess = surface[ok] - radius  # < 0: the plate lies inside the sphere
+        if np.median(excess) >= -ROOF_MIN_DEPTH_MM:
+            break
+        # move down, away from the roof, by the median depth to which the plate enters the
+        # sphere along the rays that look up; sideways the fit is not biased by the roof (a
+        # move along the rays' mean direction pushed heads laterally, out of the medial part)
+        mean = np.array([0.0, 0.0, 1.0])
+        along = dirs[ok] @ mean
+        use = along > 0.5
+        if use.sum() < ROOF_MIN_RAYS:
+            break
+        depth = float(np.median(-excess[use] / along[use]))
+        shift = -max(depth, 0.0) * mean
+        centre = centre + shift
+        if np.linalg.norm(shift) < 0.3:
+            break
+    moved = centre - start
+    norm = float(np.linalg.norm(moved))
+    if norm > ROOF_MAX_SHIFT_MM:
+        centre = start + moved * (ROOF_MAX_SHIFT_MM / norm)
+    return centre
+
+
 def metal_fraction(array: np.ndarray, grid: Grid, centre: np.ndarray, radius: float) -> float:
     """Fraction of a ball's voxels that are metal. A lag screw through a head fills a few per
     cent; a ball centred on a nail, a barrel or a plate is mostly metal, round by accident."""
@@ -446,6 +589,7 @@ def verify(
         # (from one hemisphere) and the scan's (pulled toward the socket) err in different
         # directions, so take their mean
         centre, radius = 0.5 * (centre + c_free), r_free
+    centre = below_roof(smooth, grid, centre, radius, lateral, raw=crop)
     socket = socket_fraction(crop, grid, centre, radius, lateral)
     if not (
         _in_image(image, centre - np.array([0.0, 0.0, radius + FOV_BELOW_HEAD_MM]))
@@ -478,7 +622,7 @@ def complete_pair(
         c.centre for c in others if np.linalg.norm(c.centre - mirror) <= PAIR_SEARCH_MM
     ]
     seed = _Candidate(mirror, anchor.radius, 0.0, label, 0.0)
-    radii = (anchor.radius - PAIR_MAX_DR_MM, anchor.radius + PAIR_MAX_DR_MM)
+    radii = (anchor.radius - PAIR_SCAN_DR_MM, anchor.radius + PAIR_SCAN_DR_MM)
     result = verify(image, seed, fine_spacing, starts=starts, radii=radii)
     if result is None or not _pair_consistent(anchor, result[0]):
         return None
@@ -497,10 +641,13 @@ def _pair_consistent(left: HeadSphere, right: HeadSphere) -> bool:
     )
 
 
-def _asymmetry(a: HeadSphere, b: HeadSphere) -> float:
-    """Penalty for a pair that is not a near mirror image (height, depth, size)."""
+def _asymmetry(a: HeadSphere, b: HeadSphere, midline_x: float) -> float:
+    """Penalty for a pair that is not a near mirror image (height, depth, size, and the
+    midpoint's distance from the body's midline: on the real CT a wrong ball on one side,
+    14-18 mm medial and anterior of the head, was otherwise as good a mirror of the other)."""
     d = np.abs(a.centre - b.centre)
-    return float(d[2] / 20.0 + d[1] / 30.0 + abs(a.radius - b.radius) / 8.0)
+    off_mid = abs(0.5 * (a.centre[0] + b.centre[0]) - midline_x)
+    return float(d[2] / 20.0 + d[1] / 30.0 + abs(a.radius - b.radius) / 8.0 + off_mid / MIDLINE_MM)
 
 
 def find_heads(image: sitk.Image, fine_spacing: float) -> dict[int, HeadSphere]:
@@ -522,8 +669,15 @@ def find_heads(image: sitk.Image, fine_spacing: float) -> dict[int, HeadSphere]:
         result = verify(image, cand, fine_spacing)
         if result is not None:
             verified[cand.label].append(result)
+
+    def midline(a: HeadSphere, b: HeadSphere) -> float:
+        return body_midline_x(array, grid, 0.5 * (a.centre[2] + b.centre[2]))
+
     pairs = [
-        (s_left + s_right - _asymmetry(left, right), {LEFT: left, RIGHT: right})
+        (
+            s_left + s_right - _asymmetry(left, right, midline(left, right)),
+            {LEFT: left, RIGHT: right},
+        )
         for left, s_left in verified[LEFT]
         for right, s_right in verified[RIGHT]
         if _pair_consistent(left, right)
@@ -537,7 +691,7 @@ def find_heads(image: sitk.Image, fine_spacing: float) -> dict[int, HeadSphere]:
     completed = complete_pair(image, anchor, others, mid, fine_spacing)
     if completed is not None:
         other = completed[0]
-        score = anchor_score + completed[1] - _asymmetry(anchor, other)
+        score = anchor_score + completed[1] - _asymmetry(anchor, other, midline(anchor, other))
         pairs.append((score, {anchor.label: anchor, other.label: other}))
     if pairs:
         return max(pairs, key=lambda item: item[0])[1]
