@@ -56,8 +56,13 @@ test: lint
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow" Testing
 
+# The VB-Net Logic test needs torch, which .venv-312 does not get (Resources/DEPENDENCIES.md:
+# PyPI's torch is the CUDA build, PyTorch's CPU index is unreachable from CI); it runs on 3.11.
+# pytest reports it as deselected. Drop this once that test skips itself without torch.
+NO_TORCH_312 = --deselect Testing/test_slicer_logic.py::test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result
+
 test-312: $(STAMP312)
-	$(VENV312)/bin/python -m pytest -q $(SLICER_TESTS)
+	$(VENV312)/bin/python -m pytest -q $(SLICER_TESTS) $(NO_TORCH_312)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark_phantom.py
