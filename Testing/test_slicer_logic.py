@@ -802,11 +802,13 @@ def test_failed_segmentation_resets_the_panel(scene):
 
 @needs_segmentation
 @needs_model
-def test_failed_recompute_clears_the_stale_result(segmented, tmp_path):
+def test_failed_recompute_clears_the_stale_result(core, real_ct_path, tmp_path):
     """After a failed grading the old result is neither shown nor exportable."""
     from FemurScreenLib.logic import PanelState
 
-    logic, volume, _, _ = segmented
+    # Its own volume: tests with the `scene` fixture empty the module's shared scene.
+    volume = _load_volume(core.activate().scene, real_ct_path, "stale result")
+    logic = FemurScreenLogic(core.scene)
     node = logic.process(volume)
     state = PanelState(logic)
     assert state.start_grading(volume, node) is None
