@@ -158,12 +158,16 @@ def check_side(
     scan_bottom_z: float,
     voxel_ml: float | None = None,
     metal: bool = False,
+    cut_by_border: bool = False,
 ) -> Anatomy:
     """Measure head, neck and shaft on one side's world mask and decide whether it is a
     proximal femur. ``lateral_sign``: +1 for the patient's left femur (world +x), -1 for the
     right. ``scan_bottom_z``: world z where the scan ends below the head (at its column).
     ``metal``: the side holds an implant, whose metal (a screw or plate through the neck) is
-    part of the mask and widens it, so the neck's width is not judged.
+    part of the mask and widens it, so the neck's width is not judged. ``cut_by_border``:
+    the mask touches an edge of the scan (post-processing's ``truncated``): only the head is
+    judged, since the neck or the trochanters may lie outside the image; such a side is not
+    graded anyway.
     """
     out = Anatomy()
     occ = wm.occupied
@@ -203,6 +207,9 @@ def check_side(
     checks["head_size"] = HEAD_RADIUS_MM[0] <= radius <= HEAD_RADIUS_MM[1]
     checks["head_round"] = rms <= HEAD_FIT_RMS_FRACTION * max(radius, 1.0) + 0.5 * step
     checks["head_solid"] = inscribed >= HEAD_SOLID_FRACTION * radius
+
+    if cut_by_border and checks["head_size"] and checks["head_round"] and checks["head_solid"]:
+        return out  # a femoral head whose neck or trochanters may be outside the scan
 
     above = pts[:, 2] > centre[2] + radius + ABOVE_HEAD_MM
     out.above_head_ml = float(above.sum()) * cell_ml
@@ -346,10 +353,13 @@ def scan_bottom_z(point: np.ndarray, origin, spacing, direction, size) -> float:
 
 
 def check_labels(
-    labels, boxes: dict[int, tuple[slice, ...] | None], metal: dict[int, bool] | None = None
+    labels,
+    boxes: dict[int, tuple[slice, ...] | None],
+    metal: dict[int, bool] | None = None,
+    cut_by_border: dict[int, bool] | None = None,
 ) -> dict[int, Anatomy]:
     """The guard on every side of a 0/1/2 label image (SimpleITK), within each side's box.
-    ``metal``: per side, whether it holds an implant (see ``check_side``)."""
+    ``metal``, ``cut_by_border``: per side, see ``check_side``."""
     import SimpleITK as sitk
 
     from femurscreen.labels import LEFT
@@ -370,6 +380,10 @@ def check_labels(
         top = wm.points()[:, 2].argmax()
         bottom = scan_bottom_z(wm.points()[top], origin, spacing, direction, labels.GetSize())
         out[value] = check_side(
-            wm, 1.0 if value == LEFT else -1.0, bottom, metal=bool((metal or {}).get(value))
+            wm,
+            1.0 if value == LEFT else -1.0,
+            bottom,
+            metal=bool((metal or {}).get(value)),
+            cut_by_border=bool((cut_by_border or {}).get(value)),
         )
     return out

@@ -185,6 +185,7 @@ def segment(
         labels,
         {v: g.box for v, g in geometry.items() if g.found},
         {v: mm3 >= MIN_METAL_MM3 for v, mm3 in metal.items()},
+        {v: "truncated" in g.flags for v, g in geometry.items()},
     )
     labels = _reject(labels, geometry, verdicts)
     t_guard = time.perf_counter()
