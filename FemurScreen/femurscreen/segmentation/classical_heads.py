@@ -103,9 +103,19 @@ def edge_image(array: np.ndarray, spacing: float, sigma_mm: float = 1.5) -> np.n
 
 
 def body_midline_x(
-    array: np.ndarray, grid: Grid, z_mm: float, half_height_mm: float = 60.0
+    array: np.ndarray,
+    grid: Grid,
+    z_mm: float,
+    half_height_mm: float = 60.0,
+    *,
+    cut_is_midline: bool = True,
 ) -> float:
-    """World x of the body's centre (soft tissue above -400 HU) in slices near ``z_mm``."""
+    """World x of the body's centre (soft tissue above -400 HU) in slices near ``z_mm``.
+
+    ``cut_is_midline``: a body cut by one x border of the grid is taken as a one-hip scan (the
+    midline at that border); False takes the centroid anyway (a scan cut laterally, through
+    one femur's trochanter: both hips in view). ``find_heads`` tries both when in doubt.
+    """
     zs, _, xs = grid.axes()
     rows = np.abs(zs - z_mm) <= half_height_mm
     if not rows.any():
@@ -114,7 +124,7 @@ def body_midline_x(
     per_x = body.sum(axis=(0, 1)).astype(float)
     if per_x.sum() == 0:
         return float(xs.mean())
-    cut = _body_cut_side(body)
+    cut = _body_cut_side(body) if cut_is_midline else 0
     if cut != 0:
         # the field of view ends inside the body on one side (a one-hip scan cut at or near
         # the midline): the body's centroid would lie in the visible hip, so the midline is
@@ -503,7 +513,9 @@ class _Candidate:
     votes: float  # gradient-ray votes at the centre, relative to the strongest peak
 
 
-def coarse_candidates(array: np.ndarray, grid: Grid) -> list[_Candidate]:
+def coarse_candidates(
+    array: np.ndarray, grid: Grid, *, cut_is_midline: bool = True
+) -> list[_Candidate]:
     """Ball-like bone lateral to the midline on the coarse grid, strongest vote first."""
     spacing = float(grid.spacing[0])
     smooth = edge_image(array, spacing)
@@ -515,7 +527,7 @@ def coarse_candidates(array: np.ndarray, grid: Grid) -> list[_Candidate]:
     found: list[_Candidate] = []
     for k in order:
         centre0 = grid.world(idx[k])
-        mid = body_midline_x(array, grid, centre0[2])
+        mid = body_midline_x(array, grid, centre0[2], cut_is_midline=cut_is_midline)
         offset = centre0[0] - mid
         if not MIN_MIDLINE_OFFSET_MM - 10 <= abs(offset) <= MAX_MIDLINE_OFFSET_MM + 10:
             continue
@@ -659,9 +671,25 @@ def find_heads(image: sitk.Image, fine_spacing: float) -> dict[int, HeadSphere]:
     """
     grid = lattice_grid(image, COARSE_SPACING_MM)
     array = resample(image, grid)
+    heads = _find_heads(image, fine_spacing, grid, array, cut_is_midline=True)
+    if len(heads) == 2 or _body_cut_side(array > -400.0) == 0:
+        return heads
+    # the body is cut by one side of the field of view: a one-hip scan cut near the midline,
+    # or a scan cut laterally through one femur (a truncated side) with both hips in view,
+    # whose midline is the body's centroid. Taking every cut for a one-hip scan lost both
+    # heads of such a phantom (all lay too far from, or too close to, the border). A
+    # consistent pair about the centroid settles it; a one-hip scan cannot show one.
+    both = _find_heads(image, fine_spacing, grid, array, cut_is_midline=False)
+    return both if len(both) == 2 or not heads else heads
+
+
+def _find_heads(
+    image: sitk.Image, fine_spacing: float, grid: Grid, array: np.ndarray, *, cut_is_midline: bool
+) -> dict[int, HeadSphere]:
+    """``find_heads`` with the midline taken one way (see ``body_midline_x``)."""
     verified: dict[int, list[tuple[HeadSphere, float]]] = {LEFT: [], RIGHT: []}
     tried = {LEFT: 0, RIGHT: 0}
-    candidates = coarse_candidates(array, grid)
+    candidates = coarse_candidates(array, grid, cut_is_midline=cut_is_midline)
     for cand in candidates:
         if tried[cand.label] >= CANDIDATES_PER_SIDE:
             continue
@@ -671,7 +699,8 @@ def find_heads(image: sitk.Image, fine_spacing: float) -> dict[int, HeadSphere]:
             verified[cand.label].append(result)
 
     def midline(a: HeadSphere, b: HeadSphere) -> float:
-        return body_midline_x(array, grid, 0.5 * (a.centre[2] + b.centre[2]))
+        z = 0.5 * (a.centre[2] + b.centre[2])
+        return body_midline_x(array, grid, z, cut_is_midline=cut_is_midline)
 
     pairs = [
         (
@@ -687,7 +716,7 @@ def find_heads(image: sitk.Image, fine_spacing: float) -> dict[int, HeadSphere]:
         return {}
     anchor, anchor_score = max(singles, key=lambda item: item[1])
     others = [c for c in candidates if c.label != anchor.label]
-    mid = body_midline_x(array, grid, anchor.centre[2])
+    mid = body_midline_x(array, grid, anchor.centre[2], cut_is_midline=cut_is_midline)
     completed = complete_pair(image, anchor, others, mid, fine_spacing)
     if completed is not None:
         other = completed[0]
