@@ -526,6 +526,7 @@ class FemurScreenLogic:
             label=prepared.case,
             source="fingerprint",
             segmentation=segmentation_info(prepared.info),
+            check_anatomy=prepared.edited,  # a person's edit is checked like an engine's mask
         )
         return self._finish(segmentation_node, prepared, grading, time.perf_counter() - started)
 
@@ -555,6 +556,7 @@ class FemurScreenLogic:
                 label=prepared.case,
                 source="fingerprint",
                 segmentation=segmentation_info(prepared.info),
+                check_anatomy=prepared.edited,
             )
             args = [python_executable(), "-m", "femurscreen.grading", str(request)]
             process = BackgroundProcess(args, env=child_environment(), cwd=str(temp_dir)).start()

@@ -76,6 +76,8 @@ def grade(
     engine: str = "default",
     timing: dict[str, float] | None = None,
     progress: Progress | None = None,
+    check_anatomy: bool = False,
+    bmd: bool = True,
 ) -> Grading:
     """Features, classification and the result dict of one CT and its label map.
 
@@ -85,6 +87,11 @@ def grade(
     :func:`segmentation_info`); ``label``/``source`` name the case. ``timing`` (when given)
     receives the seconds spent in "features" and "classify"; ``progress(stage, fraction)`` is
     told when each stage starts.
+
+    ``check_anatomy``: run the wrong-bone guard (``segmentation.guard``) on the label map before
+    grading; for masks a person edited after segmentation (the guard already ran on what an
+    engine produced), so an edit that leaves no proximal femur is not graded. ``bmd``: add the
+    calibrated-density block (``femurscreen.bmd``: aBMD, T-score, WHO class) as ``result["bmd"]``.
     """
     from femurscreen.classifier import classify
     from femurscreen.features import DENSITY_KEYS, extract_case_features
@@ -92,6 +99,9 @@ def grade(
     timing = {} if timing is None else timing
     report = progress or (lambda stage, fraction: None)
     sides = {name: sides.get(name) for name in SIDES}
+    if check_anatomy:
+        with stage("guard", timing):
+            sides = recheck_anatomy(labels, sides)
     to_grade = sides_to_grade(sides)
     report("features", 0.1)
     with stage("features", timing):
@@ -117,8 +127,70 @@ def grade(
         predictions=predictions,
         model=model,
     )
+    if bmd:
+        report("bmd", 0.95)
+        with stage("bmd", timing):
+            from femurscreen.bmd import measure
+
+            result["bmd"] = measure(
+                ct,
+                labels,
+                side_status={n: str(s.status) for n, s in sides.items() if s is not None},
+            )
     report("done", 1.0)
     return Grading(rows=rows, predictions=predictions, result=result)
+
+
+@dataclass
+class _Rechecked:
+    """A side the guard re-judged on an edited mask (duck-types the core's ``SideResult``)."""
+
+    status: str
+    flags: list[str]
+    volume_ml: float | None
+    reason: str | None = None
+    anatomy: dict | None = None
+
+
+def recheck_anatomy(labels: sitk.Image, sides: Mapping[str, Any]) -> dict[str, Any]:
+    """The sides with the wrong-bone guard's verdict on ``labels`` (as they are now).
+
+    A side the guard rejects gets the guard's status (``not_found`` or ``truncated``), flag and
+    reason; the other sides are returned unchanged.
+    """
+    import numpy as np
+
+    from femurscreen.labels import SIDE_NAMES
+    from femurscreen.segmentation.flags import FLAG_STATUS
+    from femurscreen.segmentation.guard import check_labels
+    from femurscreen.segmentation.postprocess import bounding_box
+
+    array = sitk.GetArrayViewFromImage(labels)
+    values = {name: value for value, name in SIDE_NAMES.items()}
+    boxes = {}
+    for name in sides_to_grade(sides):
+        boxes[values[name]] = bounding_box(np.asarray(array) == values[name])
+    flags_of = {values[n]: [str(f) for f in sides[n].flags] for n in sides_to_grade(sides)}
+    verdicts = check_labels(
+        labels,
+        boxes,
+        {v: "implant" in f for v, f in flags_of.items()},
+        {v: "truncated" in f for v, f in flags_of.items()},
+    )
+    out = dict(sides)
+    for value, verdict in verdicts.items():
+        if verdict.verdict == "ok":
+            continue
+        name = SIDE_NAMES[value]
+        side = sides[name]
+        out[name] = _Rechecked(
+            status=FLAG_STATUS.get(verdict.verdict, "not_found"),
+            flags=[*[str(f) for f in side.flags], verdict.verdict],
+            volume_ml=getattr(side, "volume_ml", None),
+            reason=f"after editing: {verdict.reason}",
+            anatomy=verdict.to_dict(),
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +282,11 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
         out["reason"] = "no proximal femur found on this side"
     elif status not in GRADED_STATUSES:
         out["reason"] = f"segmentation status '{status}': side not graded"
+    guard_reason = getattr(side, "reason", None)
+    if guard_reason and status not in GRADED_STATUSES:
+        out["reason"] = f"{guard_reason}: side not graded"  # the guard says which check failed
+    out["quality"] = finite_number(getattr(side, "quality", None))
+    out["quality_method"] = getattr(side, "quality_method", None)
     if features is not None:
         out["density"] = {
             key[len("density_") :]: finite_number(value)
@@ -369,6 +446,7 @@ def write_request(
     label: str,
     source: str = "given",
     segmentation: Mapping[str, Any] | None = None,
+    check_anatomy: bool = False,
 ) -> Path:
     """Describe a grading job for :func:`main` (JSON; files by absolute path)."""
     request = {
@@ -381,6 +459,7 @@ def write_request(
         "label": label,
         "source": source,
         "segmentation": dict(segmentation or {"engine": "manual"}),
+        "check_anatomy": bool(check_anatomy),
     }
     path = Path(path)
     path.write_text(json.dumps(json_safe(request), indent=2), encoding="utf-8")
@@ -412,6 +491,7 @@ def run_request(request_path: str | Path, progress: Progress | None = None) -> P
         segmentation=request.get("segmentation") or {"engine": "manual"},
         timing=timing,
         progress=progress,
+        check_anatomy=bool(request.get("check_anatomy", False)),
     )
     response = {
         "format": RESPONSE_FORMAT,

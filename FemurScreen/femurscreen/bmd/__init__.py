@@ -12,8 +12,6 @@ with ``status``, ``fn_abmd_g_cm2``, ``th_abmd_g_cm2``, ``fn_t_score``, ``th_t_sc
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import SimpleITK as sitk
 
@@ -52,7 +50,6 @@ def measure(
     """The ``bmd`` block of one CT. ``side_status`` (e.g. from the segmentation) marks sides
     that must not be graded (anything but "ok"); ``keep_images`` adds the Projection objects
     under ``"_projections"`` for pictures (not JSON)."""
-    start = time.perf_counter()
     hu = sitk.GetArrayViewFromImage(ct)
     lab = sitk.GetArrayViewFromImage(labels)
     cal = calibrate(hu, ct.GetSpacing())
@@ -99,7 +96,6 @@ def measure(
             "projection": proj.summary(),
         }
         out[side] = side_out
-    out["seconds"] = round(time.perf_counter() - start, 3)
     if keep_images:
         out["_projections"] = projections
     return out

@@ -261,14 +261,20 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict[str, str | None]:
     """Versions that decide whether a stored model loads and behaves the same."""
     versions: dict[str, str | None] = {}
     for name in ("numpy", "scikit-learn", "skops", "scipy", "pandas", "pyradiomics"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = _version(name)
+    if versions["pyradiomics"] is None:  # the maintained fork, same ``radiomics`` import
+        versions["pyradiomics"] = _version("pyradiomics-bhklab")
     versions["femurscreen"] = __version__
     versions["python"] = sys.version.split()[0]
     return versions
