@@ -487,3 +487,20 @@ def test_true_abmd_follows_bone_density_and_cohort_has_the_columns(tmp_path):
         float(row[f"true_fn_abmd_{other}_g_cm2"]), abs=1e-4
     )
     assert float(row["true_th_abmd_g_cm2"]) > 0.2
+
+
+def test_cli_scanner_option_draws_a_scanner_per_case(tmp_path: Path) -> None:
+    """--scanner random gives the case another HU scale than the default identity scanner."""
+    results = {}
+    for scanner in ("identity", "random"):
+        out = tmp_path / scanner
+        args = ["phantom", str(out), "--cases", "1", "--seed", "5", "--spacing", "3", "3", "3"]
+        code, _, err = run_cli(*args, "--scanner", scanner)
+        assert code == 0, err
+        with open(out / "cohort.csv", encoding="utf-8") as handle:
+            row = next(csv.DictReader(handle))
+        results[scanner] = (row["scanner"], sitk.GetArrayFromImage(sitk.ReadImage(out / row["ct"])))
+    assert (
+        results["random"][0].startswith("scale=") and results["random"][0] != results["identity"][0]
+    )
+    assert not np.array_equal(results["identity"][1], results["random"][1])

@@ -246,7 +246,9 @@ def _flag_words(side: str, flag: str) -> str:
     text = _FLAG_WORDS.get(flag)
     if text:
         return text.format(side=side)
-    return f"{side.capitalize()} femur: {flag.replace('_', ' ')}."
+    from femurscreen.segmentation.flags import FLAG_HELP  # the segmentation flags' own words
+
+    return f"{side.capitalize()} femur: {FLAG_HELP.get(flag, flag.replace('_', ' '))}."
 
 
 def _summary_line(side: str, info: dict) -> str:

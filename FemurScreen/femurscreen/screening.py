@@ -149,7 +149,7 @@ def screen(
     if include_identifiers:
         result["identifiers"] = read_identifiers(ct_path, series_uid)
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owned=FILES) as tmp:  # an old report.html never outlives a rerun
         with _stage("write", timing):
             write_labels(seg.labels, tmp / "femur.nii.gz")
             write_seg_nrrd(seg.labels, tmp / "femur.seg.nrrd")

@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="draw T-scores uniformly in [LO, HI] (default: the three WHO "
         "classes in equal proportion, T in [-4, 1])",
     )
+    parser.add_argument(
+        "--scanner",
+        choices=("identity", "random"),
+        default="identity",
+        help="identity (default): HU as always; random: a per-case HU scale/offset and "
+        "kVp-like contrast, for testing calibrated density (femurscreen bmd)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         spacing=tuple(args.spacing) if args.spacing else None,
         direction=args.direction,
+        scanner=args.scanner,
     )
     path = make_cohort(
         args.out,
