@@ -175,6 +175,28 @@ def test_cli_segment_writes_labels_with_the_ct_geometry(tmp_path, capsys, real_c
     assert [p.name for p in out.parent.iterdir()] == ["mask.nrrd"]  # no temporary left
 
 
+@pytest.mark.parametrize("n_slices", [1, 2])
+def test_a_slice_or_two_of_the_hips_is_refused_clearly(real_ct, n_slices):
+    lps = sitk.DICOMOrient(real_ct, "LPS")
+    k = lps.GetSize()[2] // 2  # through the femoral heads of the sample CT
+    with pytest.raises(NoFemurError, match="too little to hold a femoral head"):
+        segment(lps[:, :, k : k + n_slices], engine="classical")
+
+
+def test_cli_segment_two_slices_exits_1_and_writes_nothing(tmp_path, capsys, real_ct):
+    # a single slice is refused when read (not a 3D volume); two slices are a volume
+    lps = sitk.DICOMOrient(real_ct, "LPS")
+    k = lps.GetSize()[2] // 2
+    slab = tmp_path / "in" / "two_slices.nii.gz"
+    slab.parent.mkdir()
+    sitk.WriteImage(lps[:, :, k : k + 2], str(slab))
+    out = tmp_path / "out" / "mask.nii.gz"
+    assert main(["segment", str(slab), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "too little to hold a femoral head" in err and "Traceback" not in err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------- phantoms
 
 
@@ -188,6 +210,19 @@ def test_phantom_dice_against_ground_truth():
         ref = sitk.GetArrayViewFromImage(truth)
         for value in (LEFT, RIGHT):
             assert dice(pred == value, ref == value) > 0.9, (seed, value)
+
+
+def test_phantom_cut_through_one_trochanter_keeps_both_hips():
+    # the field of view ends inside the body on the right (truncated femur): the body is cut
+    # by the image's side, yet both hips are in view, so the midline is not that border
+    phantom = pytest.importorskip("femurscreen.phantom")
+    options = phantom.PhantomOptions(spacing=(1.5, 1.5, 1.5), implant="left", truncate="right")
+    ct, truth, _ = phantom.make_case(11, -2.0, options)
+    result = segment(ct, engine="classical")
+    pred = sitk.GetArrayViewFromImage(result.labels)
+    ref = sitk.GetArrayViewFromImage(truth)
+    for value in (LEFT, RIGHT):
+        assert dice(pred == value, ref == value) > 0.8, value
 
 
 # ------------------------------------------------------------------- post-processing rules

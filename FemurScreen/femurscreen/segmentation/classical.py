@@ -21,12 +21,14 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
+from femurscreen.errors import NoFemurError
 from femurscreen.segmentation.classical_femur import crop_box, segment_femur
 from femurscreen.segmentation.classical_grid import (
     Grid,
     lattice_grid,
     paste_into,
     resample,
+    world_bounds,
     world_spacing,
 )
 from femurscreen.segmentation.classical_heads import HeadSphere, find_heads
@@ -35,6 +37,25 @@ log = logging.getLogger(__name__)
 
 FINE_SPACING_MM = (1.2, 3.0)
 NECK_REACH_MM = 20.0
+# a femoral head (fine radius >= 17.5 mm) with the bone below it needs at least this much of
+# the body along every world axis; a CT of one or a few slices cannot hold one (and its
+# coarse 3 mm grid would be too thin for the resampling and the gradient votes)
+MIN_EXTENT_MM = 30.0
+
+
+def check_extent(image: sitk.Image) -> None:
+    """Refuse, with a clear error, a CT too thin along some world axis to show a femoral head."""
+    lo, hi = world_bounds(image)
+    extent = hi - lo + world_spacing(image)
+    if np.any(extent < MIN_EXTENT_MM):
+        axis = "xyz"[int(np.argmin(extent))]
+        raise NoFemurError(
+            f"the CT covers only {float(extent.min()):.1f} mm along world {axis} "
+            f"({'x'.join(str(n) for n in image.GetSize())} voxels): too little to hold a "
+            "femoral head",
+            "load the whole hip series (a volume from above the femoral heads to below the "
+            "lesser trochanters), not a single slice or a thin slab",
+        )
 
 
 def has_neck(
@@ -73,6 +94,7 @@ class ClassicalEngine:
 
     def predict(self, image: sitk.Image) -> sitk.Image:
         t0 = time.perf_counter()
+        check_extent(image)
         fine_spacing = float(np.clip(world_spacing(image).min(), *FINE_SPACING_MM))
         self.heads = find_heads(image, fine_spacing)
         t1 = time.perf_counter()
