@@ -45,7 +45,8 @@ MIN_BELOW_CENTRE_MM = 30.0  # head centre to the mask's bottom: neck and trochan
 MIN_LATERAL_REACH_MM = 12.0  # beyond the head radius, below the head centre (neck, trochanters)
 NECK_SHELL_MM = (4.0, 20.0)  # the neck: mask between these distances outside the head sphere
 NECK_PLANE_MM = 6.0  # the neck's width is read this far outside the head sphere
-MAX_NECK_RATIO = 1.0  # ... and not wider than the head (human 0.6-0.8; coarse real CT 0.9)
+MAX_NECK_RATIO = 1.0  # ... and not wider than the head (human 0.6-0.8; coarse real CT 0.9;
+# phantom truth on 2-3 mm grids 0.65-0.73; a mask that misses the head, 1.0-1.04)
 MAX_NECK_AP = 0.55  # neck axis near the coronal plane: anteversion up to about 50 degrees
 MIN_NECK_LATERAL = 0.3  # neck axis (head -> shaft): lateral component at least this
 MAX_NECK_VERTICAL = -0.1  # ... and pointing downward
