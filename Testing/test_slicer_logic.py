@@ -682,7 +682,7 @@ def test_child_environment_puts_the_core_on_the_path():
     importlib.util.find_spec("torch") is None,
     reason="torch not installed (.venv-312: PyPI's torch 2.13.0 for 3.12 is the CUDA build)",
 )
-def test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result(core):
+def test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result(core, real_ct_path):
     """A background VB-Net run: the node's info carries the DEMO status the panel shows."""
     phantom = resource_dir() / "SampleData" / "femurscreen_phantom_ct.nii.gz"
     volume = _load_volume(core.scene, phantom, "phantom for vbnet")
@@ -693,7 +693,10 @@ def test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result(core)
     info = logic.segmentation_info(node)
     assert info["engine"] == "vbnet"
     assert info["model"]["demo"] is True and info["model"]["demo_notice"].startswith("DEMO")
-    plain = logic.process(volume, engine="classical")
+    # The classical engine misses the heads of this 3 mm phantom (the wrong-bone guard then
+    # refuses its trochanter-only masks: test_wrong_bone.py), so its run uses the real CT.
+    real = _load_volume(core.scene, real_ct_path, "real CT for classical")
+    plain = logic.process(real, engine="classical")
     assert logic.segmentation_info(plain)["model"] == {}  # no learned weights, nothing to flag
 
 
