@@ -7,7 +7,6 @@ to :class:`FemurScreenLib.logic.FemurScreenLogic`, which does every computation 
 
 import logging
 import os
-import sys
 from typing import Annotated
 
 import qt
@@ -223,9 +222,9 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the Lib and core packages too (Slicer reloads only this file)."""
-        for name in list(sys.modules):
-            if name.startswith(("FemurScreenLib", "femurscreen")):
-                del sys.modules[name]
+        import FemurScreenLib
+
+        FemurScreenLib.forget_packages()
         super().onReload()
 
     # ------------------------------------------------------------------ parameter node

@@ -8,7 +8,6 @@ reviewed ``cohort.csv`` without Qt (tested on Slicer's real MRML).
 
 import logging
 import os
-import sys
 
 import qt
 import slicer
@@ -117,9 +116,9 @@ class FemurScreenReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onReload(self) -> None:
         """Reload the Lib and core packages too (Slicer reloads only this file)."""
-        for name in list(sys.modules):
-            if name.startswith(("FemurScreenLib", "femurscreen")):
-                del sys.modules[name]
+        import FemurScreenLib
+
+        FemurScreenLib.forget_packages()
         super().onReload()
 
     # ------------------------------------------------------------------ shortcuts

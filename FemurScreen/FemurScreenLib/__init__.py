@@ -5,3 +5,15 @@
 ``femurscreen`` core. Nothing here imports ``qt`` or ``ctk``, so the Logic runs in Slicer's
 Python console, in the module's self-test and in pytest on ``slicer-core``.
 """
+
+import sys
+
+__all__ = ["forget_packages"]
+
+
+def forget_packages() -> None:
+    """Drop this package and the core from ``sys.modules`` so that a module's *Reload* picks
+    up their edits too (Slicer reloads only the module file itself)."""
+    for name in list(sys.modules):
+        if name.startswith(("FemurScreenLib", "femurscreen")):
+            del sys.modules[name]

@@ -58,6 +58,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from femurscreen.atomic import atomic_path, check_output_folder, process_alive, write_text
+from femurscreen.ctio import looks_like_dicom
 from femurscreen.errors import FemurScreenError, InputError
 from femurscreen.labels import CLASSES, SIDES
 
@@ -166,7 +167,7 @@ def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
         if entry.is_file():
             if _is_ct_file(entry):
                 found.append((_case_name(entry), entry))
-            elif _is_dicom_file(entry):
+            elif looks_like_dicom(entry):
                 direct_dicom = True
         elif entry.is_dir():
             if (entry / "result.json").exists():
@@ -201,22 +202,11 @@ def _is_ct_file(path: Path) -> bool:
     return path.name.lower().endswith(CT_SUFFIXES) and not path.name.lower().endswith(".seg.nrrd")
 
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _holds_dicom(folder: Path, limit: int = 20) -> bool:
     checked = 0
     for path in folder.iterdir():
         if path.is_file() and not path.name.startswith("."):
-            if _is_dicom_file(path):
+            if looks_like_dicom(path):
                 return True
             checked += 1
             if checked >= limit:

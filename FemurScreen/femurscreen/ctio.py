@@ -286,14 +286,15 @@ def _damaged_dicom_files(folder: Path, in_folder: list[DicomSeries]) -> list[Pat
         listed.update(Path(f).resolve() for f in series.files)
     damaged = []
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.resolve() in listed or not _looks_like_dicom(path):
+        if not path.is_file() or path.resolve() in listed or not looks_like_dicom(path):
             continue
         if not _dicom_header(str(path)):
             damaged.append(path)
     return damaged
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
+    """A ``.dcm`` name or the DICM preamble marker (cheap: reads 132 bytes)."""
     if path.suffix.lower() == ".dcm":
         return True
     try:
