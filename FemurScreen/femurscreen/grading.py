@@ -282,8 +282,10 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
         out["reason"] = "no proximal femur found on this side"
     elif status not in GRADED_STATUSES:
         out["reason"] = f"segmentation status '{status}': side not graded"
+    from femurscreen.segmentation.flags import GUARD_FLAGS
+
     guard_reason = getattr(side, "reason", None)
-    if guard_reason and status not in GRADED_STATUSES:
+    if guard_reason and status not in GRADED_STATUSES and set(flags) & set(GUARD_FLAGS):
         out["reason"] = f"{guard_reason}: side not graded"  # the guard says which check failed
     out["quality"] = finite_number(getattr(side, "quality", None))
     out["quality_method"] = getattr(side, "quality_method", None)
