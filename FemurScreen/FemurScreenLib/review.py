@@ -149,16 +149,12 @@ def _resolve(text: str, base: Path) -> Path:
 
 
 def _case_id_from_path(path: Path) -> str:
-    from femurscreen.batch import CT_SUFFIXES, safe_case_id
+    from femurscreen.batch import case_name, safe_case_id
 
-    name = path.name
-    for suffix in CT_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = case_name(path)
     if name.lower() == "ct":  # a phantom case folder: case_0003/ct.nii.gz
-        name = path.parent.name
-    return safe_case_id(name)
+        name = safe_case_id(path.parent.name)
+    return name
 
 
 def _clean(row: dict) -> dict[str, str]:

@@ -145,7 +145,7 @@ def _cases_from_csv(path: Path) -> list[Case]:
         if not ct.is_absolute():
             ct = path.parent / ct
         given = (row.get("case_id") or "").strip() if explicit else ""
-        cases.append((given or _case_name(ct), ct, bool(given)))
+        cases.append((given or case_name(ct), ct, bool(given)))
     given_ids = [c[0] for c in cases if c[2]]
     duplicates = sorted({c for c in given_ids if given_ids.count(c) > 1})
     if duplicates:
@@ -166,21 +166,21 @@ def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
             continue
         if entry.is_file():
             if _is_ct_file(entry):
-                found.append((_case_name(entry), entry))
+                found.append((case_name(entry), entry))
             elif looks_like_dicom(entry):
                 direct_dicom = True
         elif entry.is_dir():
             if (entry / "result.json").exists():
                 continue  # a FemurScreen output folder, not an input
             if _holds_dicom(entry):
-                found.append((_case_name(entry), entry))
+                found.append((case_name(entry), entry))
                 continue
             files = [p for p in entry.iterdir() if p.is_file() and _is_ct_file(p)]
-            named_ct = [p for p in files if _case_name(p).lower() == "ct"]
+            named_ct = [p for p in files if case_name(p).lower() == "ct"]
             if len(files) > 1 and len(named_ct) == 1:
                 files = named_ct  # e.g. ct.nii.gz beside femur.nii.gz (a phantom case folder)
             if len(files) == 1:
-                found.append((_case_name(entry), files[0]))
+                found.append((case_name(entry), files[0]))
             elif files:
                 log.warning(
                     "%s: skipped, it holds %d image files (put one CT per sub-folder)",
@@ -188,7 +188,7 @@ def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
                     len(files),
                 )
     if not found and direct_dicom:
-        found.append((_case_name(folder), folder))  # the folder itself is one DICOM series
+        found.append((case_name(folder), folder))  # the folder itself is one DICOM series
     if not found:
         raise InputError(
             "holds no CT files (.nii, .nii.gz, .nrrd, .mha, ...) and no DICOM series folders",
@@ -214,7 +214,8 @@ def _holds_dicom(folder: Path, limit: int = 20) -> bool:
     return False
 
 
-def _case_name(path: Path) -> str:
+def case_name(path: Path) -> str:
+    """A case id from a CT file or series folder name (its CT suffix dropped, made safe)."""
     name = path.name
     for suffix in CT_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -327,7 +328,7 @@ def scrub(text: str, path: str | Path) -> str:
         names.add(str(path.resolve()))
     for name in sorted((n for n in names if len(n) >= 3), key=len, reverse=True):
         text = text.replace(name, "<input>")
-    stem = _case_name(path)
+    stem = case_name(path)
     if len(stem) >= 6:
         text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(stem)}(?![A-Za-z0-9])", "<input>", text)
     return text
