@@ -189,7 +189,7 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if not self.logic.report_available():
             self.ui.exportReportButton.toolTip = _(
-                "The HTML report needs femurscreen.report, which this installation lacks."
+                "The HTML report needs femurscreen.output.report, which this installation lacks."
             )
         self._updateModelBanner()
         self.initializeParameterNode()

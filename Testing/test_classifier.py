@@ -23,9 +23,9 @@ from femurscreen.classifier import (
     load_model,
     save_classifier,
 )
-from femurscreen.classifier.cohort import train_classifier_from_cohort
 from femurscreen.classifier.columns import feature_columns
 from femurscreen.classifier.cv import case_folds, nested_cv
+from femurscreen.classifier.from_cohort import train_classifier_from_cohort
 from femurscreen.classifier.persistence import REQUIRED_KEYS, sha256_file
 from femurscreen.cli import main
 from femurscreen.errors import InputError, ModelError

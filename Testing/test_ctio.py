@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.cli import main
-from femurscreen.ct_checks import (
+from femurscreen.errors import InputError
+from femurscreen.io.ct_checks import (
     MIN_AIR_FRACTION,
     describe_ct,
     hounsfield_stats,
     orientation_code,
     validate_ct,
 )
-from femurscreen.ctio import as_ct_pixel_type, ct_info, dicom_series, read_ct
-from femurscreen.errors import InputError
+from femurscreen.io.ctio import as_ct_pixel_type, ct_info, dicom_series, read_ct
 
 SAMPLES = Path(__file__).resolve().parents[1] / "FemurScreen" / "Resources" / "SampleData"
 SAMPLE_CT = SAMPLES / "totalseg_example_ct.nii.gz"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from femurscreen import evaluation
 from femurscreen.cli import main
 from femurscreen.errors import InputError
+from femurscreen.evaluation import classification as evaluation
 
 ASAH = Path(__file__).parent / "data" / "aSAH.csv"
 
@@ -246,7 +246,7 @@ def test_missing_file_via_the_installed_command(tmp_path: Path) -> None:
 
 def test_rows_that_classify_could_not_grade_are_left_out_and_counted(tmp_path):
     """A classify output with an error row evaluates the graded rows and says one was left out."""
-    from femurscreen.evaluation import evaluate
+    from femurscreen.evaluation.classification import evaluate
 
     rng = np.random.default_rng(3)
     lines = ["case_id,side,status,p_normal,p_osteopenia,p_osteoporosis,true_class"]

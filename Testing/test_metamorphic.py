@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from femurscreen.ctio import read_ct
+from femurscreen.evaluation.seg_metrics import dice
+from femurscreen.io.ctio import read_ct
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation import DEFAULT_ENGINE, segment
-from femurscreen.segmentation.metrics import dice
 
 REAL_CT = (
     Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ from femurscreen.phantom import (
 from femurscreen.phantom.anatomy import sample_density
 from femurscreen.phantom.bone_paint import pelvis_distance
 from femurscreen.phantom.grid import DIRECTION_MODES, SIZES, direction_for
-from femurscreen.phantom.render import finish
+from femurscreen.phantom.voxelize import finish
 from scipy import ndimage
 from scipy.stats import spearmanr
 

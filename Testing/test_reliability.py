@@ -32,9 +32,9 @@ import SimpleITK as sitk
 from femurscreen.batch import batch
 from femurscreen.classifier import default_model_dir, load_model
 from femurscreen.cli import main
-from femurscreen.ct_checks import check_orientation, orientation_evidence, validate_ct
-from femurscreen.ctio import read_ct
 from femurscreen.errors import InputError, ModelError
+from femurscreen.io.ct_checks import check_orientation, orientation_evidence, validate_ct
+from femurscreen.io.ctio import read_ct
 from femurscreen.phantom import PhantomOptions, make_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -461,9 +461,9 @@ def _never(*args, **kwargs):
 
 @pytest.mark.parametrize("verb", ["screen", "segment", "batch"])
 def test_unwritable_destination_fails_before_computing(verb, tmp_path, monkeypatch):
-    import femurscreen.ctio
+    import femurscreen.io.ctio
 
-    monkeypatch.setattr(femurscreen.ctio, "read_ct", _never)
+    monkeypatch.setattr(femurscreen.io.ctio, "read_ct", _never)
     out = Path("/proc/femurscreen-test") / ("mask.nii.gz" if verb == "segment" else "out")
     source = SAMPLE_CT.parent if verb == "batch" else SAMPLE_CT
     code, _, stderr = cli(verb, source, "--out", out)
@@ -473,9 +473,9 @@ def test_unwritable_destination_fails_before_computing(verb, tmp_path, monkeypat
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_parent_folder(tmp_path, monkeypatch):
-    import femurscreen.ctio
+    import femurscreen.io.ctio
 
-    monkeypatch.setattr(femurscreen.ctio, "read_ct", _never)
+    monkeypatch.setattr(femurscreen.io.ctio, "read_ct", _never)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
@@ -487,9 +487,9 @@ def test_read_only_parent_folder(tmp_path, monkeypatch):
 
 
 def test_segment_out_must_be_a_label_file(tmp_path, monkeypatch):
-    import femurscreen.ctio
+    import femurscreen.io.ctio
 
-    monkeypatch.setattr(femurscreen.ctio, "read_ct", _never)
+    monkeypatch.setattr(femurscreen.io.ctio, "read_ct", _never)
     code, _, stderr = cli("segment", SAMPLE_CT, "--out", tmp_path)
     assert code == 1 and "points to a folder" in stderr and ".nii.gz" in stderr
     code, _, stderr = cli("segment", SAMPLE_CT, "--out", tmp_path / "mask.txt")

@@ -30,9 +30,9 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from femurscreen.cli import main as femurscreen_main  # noqa: E402
 from femurscreen.errors import InputError  # noqa: E402
-from femurscreen.labelio import same_grid  # noqa: E402
+from femurscreen.io.labelio import same_grid  # noqa: E402
 from femurscreen.labels import CLASSES, LEFT, RIGHT, bone_status  # noqa: E402
-from femurscreen.phantom.cohort import case_seed, sample_t_score  # noqa: E402
+from femurscreen.phantom.cohort_writer import case_seed, sample_t_score  # noqa: E402
 from FemurScreenLib import review  # noqa: E402
 from FemurScreenLib.review import ReferenceExistsError, ReviewCohort, ReviewSession  # noqa: E402
 from slicer_harness import start_slicer_core  # noqa: E402

@@ -16,9 +16,9 @@ import SimpleITK as sitk
 from femurscreen import screening
 from femurscreen.cli import main
 from femurscreen.errors import NoFemurError
+from femurscreen.io.segfile import read_seg_nrrd, terminology_entry, write_seg_nrrd
 from femurscreen.labels import SIDE_COLORS
-from femurscreen.report import DEMO_BANNER, render_html
-from femurscreen.segfile import read_seg_nrrd, terminology_entry, write_seg_nrrd
+from femurscreen.output.report import DEMO_BANNER, render_html
 
 
 def _run_cli(*argv: str) -> tuple[int, str, str]:
@@ -137,12 +137,12 @@ def test_crash_mid_way_leaves_nothing(
 ) -> None:
     """A stage that fails after some files were written: no result folder, no hidden folder;
     an earlier complete result stays exactly as it was."""
-    import femurscreen.segfile
+    import femurscreen.io.segfile
 
     previous = tmp_path / "previous"
     shutil.copytree(real_run["out"], previous)
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
-    monkeypatch.setattr(femurscreen.segfile, "write_seg_nrrd", _crash)
+    monkeypatch.setattr(femurscreen.io.segfile, "write_seg_nrrd", _crash)
     fresh = tmp_path / "fresh"
     with pytest.raises(RuntimeError, match="simulated crash"):
         screening.screen(real_ct_path, fresh)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.cli import main
-from femurscreen.segmentation.metrics import (
+from femurscreen.evaluation.seg_metrics import (
     compare_labels,
     dice,
     evaluate_seg,

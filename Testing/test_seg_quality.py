@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import SimpleITK as sitk
-from femurscreen.ctio import read_ct
 from femurscreen.errors import ModelError
+from femurscreen.io.ctio import read_ct
 from femurscreen.segmentation import pipeline, segment
 from femurscreen.segmentation.flags import FLAG_HELP, blocks_grading
 from test_wrong_bone import REAL_CT, _phantom

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.cli import main
-from femurscreen.ctio import read_ct
 from femurscreen.errors import ModelError, NoFemurError
+from femurscreen.evaluation.seg_metrics import dice
+from femurscreen.io.ctio import read_ct
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation import DEFAULT_ENGINE, segment
 from femurscreen.segmentation.flags import primary_status, side_flags
-from femurscreen.segmentation.metrics import dice
 from femurscreen.segmentation.pipeline import get_engine, resolve_engine
 from femurscreen.segmentation.postprocess import (
     CUT_BELOW_LESSER_TROCHANTER_MM,

@@ -321,8 +321,8 @@ def test_seg_nrrd_export_rereads_with_slicer_and_with_the_core(scene, real_ct_pa
         np.testing.assert_allclose(segment.GetColor(), spec.color, atol=1e-5)
     assert np.array_equal(seg_io.read_labels(again, volume).labels, labels)
 
-    if _core_has("femurscreen.segfile", "read_seg_nrrd"):
-        from femurscreen.segfile import read_seg_nrrd
+    if _core_has("femurscreen.io.segfile", "read_seg_nrrd"):
+        from femurscreen.io.segfile import read_seg_nrrd
 
         core_labels = read_seg_nrrd(path)
         assert core_labels.GetSize() == volume_convert.volume_to_image(volume).GetSize()
@@ -330,11 +330,12 @@ def test_seg_nrrd_export_rereads_with_slicer_and_with_the_core(scene, real_ct_pa
 
 
 @pytest.mark.skipif(
-    not _core_has("femurscreen.segfile", "write_seg_nrrd"), reason="femurscreen.segfile missing"
+    not _core_has("femurscreen.io.segfile", "write_seg_nrrd"),
+    reason="femurscreen.io.segfile missing",
 )
 def test_core_seg_nrrd_file_loads_in_slicer_as_the_module_writes_it(scene, real_ct_path, tmp_path):
     """The CLI's .seg.nrrd (written without Slicer) is what Slicer's reader expects."""
-    from femurscreen.segfile import write_seg_nrrd
+    from femurscreen.io.segfile import write_seg_nrrd
 
     volume = _load_volume(scene, real_ct_path)
     ct = volume_convert.volume_to_image(volume)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from femurscreen import stats
+from femurscreen.evaluation import stats
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.errors import ModelError
+from femurscreen.evaluation.seg_metrics import dice
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.resources import resource_dir
-from femurscreen.segmentation.metrics import dice
 from femurscreen.segmentation.vbnet import VBNetEngine, default_weights_dir
 from femurscreen.segmentation.vbnet.weights import sha256_file
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen import phantom
-from femurscreen.ctio import read_ct
 from femurscreen.errors import NoFemurError
+from femurscreen.io.ctio import read_ct
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation import segment
 from femurscreen.segmentation.flags import FLAG_HELP, FLAG_STATUS, primary_status, side_flags

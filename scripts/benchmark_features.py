@@ -83,8 +83,8 @@ def synthetic_femur(seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
 
 def cohort_case(cohort_csv: Path) -> tuple[sitk.Image, sitk.Image]:
     """Left femur of the first case of a cohort CSV (e.g. made by ``femurscreen phantom``)."""
-    from femurscreen.ctio import read_ct
-    from femurscreen.features.cohort import read_cohort
+    from femurscreen.features.cohort_extract import read_cohort
+    from femurscreen.io.ctio import read_ct
 
     _case_id, ct_path, mask_path = read_cohort(cohort_csv)[0]
     ct = read_ct(ct_path)

@@ -71,9 +71,9 @@ def run(cases_json: Path, out_json: Path) -> None:
     import SimpleITK as sitk
     from femurscreen.classifier import classify, load_model
     from femurscreen.classifier.predict import default_model_dir
-    from femurscreen.ctio import read_ct
     from femurscreen.features.case import extract_case_features
-    from femurscreen.labelio import read_labels
+    from femurscreen.io.ctio import read_ct
+    from femurscreen.io.labelio import read_labels
 
     cases = json.loads(cases_json.read_text(encoding="utf-8"))
     model = load_model(default_model_dir())

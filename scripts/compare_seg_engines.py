@@ -20,8 +20,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 from femurscreen.errors import NoFemurError
-from femurscreen.labelio import write_labels
-from femurscreen.segmentation.metrics import evaluate_seg, format_seg_table
+from femurscreen.evaluation.seg_metrics import evaluate_seg, format_seg_table
+from femurscreen.io.labelio import write_labels
 from femurscreen.segmentation.pipeline import ENGINES, segment
 
 

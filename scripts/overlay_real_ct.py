@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from femurscreen.ctio import read_ct
+    from femurscreen.io.ctio import read_ct
     from femurscreen.labels import LEFT, RIGHT, SIDE_COLORS
     from femurscreen.segmentation import segment
 

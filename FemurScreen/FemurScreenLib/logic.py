@@ -339,7 +339,7 @@ class FemurScreenLogic:
 
     def finish_segmentation(self, job: SegmentationJob, segmentation_node=None):
         """Turn a finished job's label file into segments; raises with the child's message."""
-        from femurscreen.labelio import read_labels
+        from femurscreen.io.labelio import read_labels
 
         try:
             job.poll()
@@ -750,14 +750,14 @@ class FemurScreenLogic:
     @staticmethod
     def report_available() -> bool:
         try:
-            from femurscreen.report import write_report  # noqa: F401
+            from femurscreen.output.report import write_report  # noqa: F401
         except ImportError:
             return False
         return True
 
     def export_report(self, screening_result: ScreeningResult, path: str | Path) -> Path:
         """The self-contained HTML report (the same as ``femurscreen screen`` writes)."""
-        from femurscreen.report import write_report
+        from femurscreen.output.report import write_report
 
         return write_report(
             screening_result.result, screening_result.ct, screening_result.labels, path

@@ -40,7 +40,7 @@ import numpy as np
 import SimpleITK as sitk
 from femurscreen.atomic import atomic_path
 from femurscreen.errors import FemurScreenError, InputError, NoFemurError
-from femurscreen.labelio import same_grid
+from femurscreen.io.labelio import same_grid
 from femurscreen.labels import SIDES
 
 from FemurScreenLib import segments as seg_io
@@ -49,7 +49,7 @@ from FemurScreenLib.volume_convert import image_to_volume
 COHORT_NAME = "cohort.csv"
 REVIEW_DIR_NAME = "review"
 LOG_NAME = "review_log.csv"
-MASK_NAME = "femur.nii.gz"  # as femurscreen.phantom.cohort.MASK_NAME
+MASK_NAME = "femur.nii.gz"  # as femurscreen.phantom.cohort_writer.MASK_NAME
 STATUSES: tuple[str, ...] = ("accepted", "corrected", "rejected")
 KEPT_STATUSES: tuple[str, ...] = ("accepted", "corrected")  # what cohort.csv holds
 LOG_COLUMNS: tuple[str, ...] = (
@@ -545,8 +545,8 @@ class ReviewSession:
     def load(self, index: int, *, fresh: bool = False) -> LoadedCase:
         """Show case ``index``: its reference (if reviewed), else its mask, else a new
         segmentation; ``fresh`` always segments anew."""
-        from femurscreen.ctio import read_ct
-        from femurscreen.labelio import read_labels
+        from femurscreen.io.ctio import read_ct
+        from femurscreen.io.labelio import read_labels
 
         if not 0 <= index < len(self.cohort):
             raise InputError(f"case number {index + 1} is outside 1..{len(self.cohort)}")

@@ -46,7 +46,7 @@ class SegmentSpec:
     laterality: tuple[str, str, str]  # (coding scheme, code value, meaning)
 
 
-# IDs, names and codes match femurscreen.segfile, so a .seg.nrrd from the command line and one
+# IDs, names and codes match femurscreen.io.segfile, so a .seg.nrrd from the command line and one
 # saved from Slicer describe the segments identically.
 SEGMENTS: dict[str, SegmentSpec] = {
     "left": SegmentSpec(

@@ -58,8 +58,8 @@ from typing import Any, TextIO
 import pandas as pd
 
 from femurscreen.atomic import atomic_path, check_output_folder, process_alive, write_text
-from femurscreen.ctio import looks_like_dicom
 from femurscreen.errors import FemurScreenError, InputError
+from femurscreen.io.ctio import looks_like_dicom
 from femurscreen.labels import CLASSES, SIDES
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def run_case(
     try:
         model = _model(model_dir)
         if case_id is None:
-            from femurscreen.ctio import read_ct
+            from femurscreen.io.ctio import read_ct
             from femurscreen.screening import fingerprint
 
             name = fingerprint(read_ct(ct_path))

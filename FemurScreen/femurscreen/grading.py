@@ -368,7 +368,7 @@ def _classifier_info(model) -> dict:
 
 def image_geometry(ct: sitk.Image) -> dict:
     """Geometry of the input (no identifiers, no file name)."""
-    from femurscreen.ct_checks import obliqueness_degrees, orientation_code
+    from femurscreen.io.ct_checks import obliqueness_degrees, orientation_code
 
     size = [int(v) for v in ct.GetSize()]
     spacing = [round(float(v), 6) for v in ct.GetSpacing()]

@@ -106,10 +106,10 @@ def screen(
     started = time.perf_counter()
     with _stage("imports", timing):  # heavy libraries load on first use (once per process)
         from femurscreen.classifier import LoadedModel, default_model_dir, load_model
-        from femurscreen.ctio import read_ct
         from femurscreen.features import write_features_csv
-        from femurscreen.labelio import write_labels
-        from femurscreen.segfile import write_seg_nrrd
+        from femurscreen.io.ctio import read_ct
+        from femurscreen.io.labelio import write_labels
+        from femurscreen.io.segfile import write_seg_nrrd
         from femurscreen.segmentation import segment
 
     with _stage("read", timing):
@@ -155,7 +155,7 @@ def screen(
             write_seg_nrrd(seg.labels, tmp / "femur.seg.nrrd")
             write_features_csv(rows, tmp / "features.csv")
         if report:
-            from femurscreen.report import write_report
+            from femurscreen.output.report import write_report
 
             with _stage("report", timing):
                 result["timing_s"] = dict(timing)
@@ -182,7 +182,7 @@ def fingerprint(ct: sitk.Image) -> str:
 
 def read_identifiers(ct_path: str | Path, series_uid: str | None = None) -> dict:
     """Patient and study identifiers from the DICOM header, plus the input file name."""
-    from femurscreen.ctio import dicom_series
+    from femurscreen.io.ctio import dicom_series
 
     path = Path(ct_path)
     ids: dict[str, str] = {"input_name": path.name}

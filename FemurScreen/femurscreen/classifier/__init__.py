@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from femurscreen.classifier.applicability import Applicability
-from femurscreen.classifier.cohort import train_classifier_from_cohort
+from femurscreen.classifier.from_cohort import train_classifier_from_cohort
 from femurscreen.classifier.persistence import (
     DEMO_NOTICE,
     TRUSTED_TYPES,

@@ -20,9 +20,9 @@ from joblib import Memory
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 
-from femurscreen import stats
 from femurscreen.classifier.applicability import Applicability
 from femurscreen.classifier.selection import build_pipeline, selected_feature_names
+from femurscreen.evaluation import stats
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     counts = table.attrs
     if counts.get("demo"):
-        from femurscreen.report import demo_banner_for
+        from femurscreen.output.report import demo_banner_for
 
         print(demo_banner_for(sys.stderr), file=sys.stderr)
     if args.json:

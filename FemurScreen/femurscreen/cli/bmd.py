@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from femurscreen.atomic import check_output_file, write_text
     from femurscreen.bmd import measure
-    from femurscreen.ctio import read_ct
     from femurscreen.errors import InputError, NoFemurError
-    from femurscreen.labelio import read_labels
+    from femurscreen.io.ctio import read_ct
+    from femurscreen.io.labelio import read_labels
 
     if args.json:
         check_output_file(args.json, (".json",), option="--json", what="JSON result")

@@ -13,7 +13,7 @@ import pandas as pd
 from femurscreen.atomic import atomic_path
 from femurscreen.classifier import classify, default_model_dir, load_model
 from femurscreen.classifier import columns as col
-from femurscreen.classifier.cohort import read_csv
+from femurscreen.classifier.from_cohort import read_csv
 from femurscreen.classifier.persistence import DEMO_NOTICE
 from femurscreen.errors import InputError
 

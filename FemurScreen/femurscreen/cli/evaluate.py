@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from femurscreen.evaluation import evaluate, format_table
+from femurscreen.evaluation.classification import evaluate, format_table
 
 NAME = "evaluate"
 HELP = "per-class AUC, sensitivity, specificity with 95% CIs from a predictions CSV"

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from femurscreen.segmentation.metrics import evaluate_seg, format_seg_table
+    from femurscreen.evaluation.seg_metrics import evaluate_seg, format_seg_table
 
     report = evaluate_seg(args.pred, args.ref, json_path=args.json)
     print(format_seg_table(report))

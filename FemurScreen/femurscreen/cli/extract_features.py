@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from femurscreen.errors import InputError
     from femurscreen.features.cache import default_cache_dir
-    from femurscreen.features.cohort import extract_features, summarize
+    from femurscreen.features.cohort_extract import extract_features, summarize
     from femurscreen.features.params import read_feature_list
 
     if args.workers < 1:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from femurscreen.ctio import ct_info
+    from femurscreen.io.ctio import ct_info
 
     info = ct_info(args.ct, series_uid=args.series)
     print(json.dumps(info, indent=2) if args.json else format_info(info))

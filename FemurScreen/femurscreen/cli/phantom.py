@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from femurscreen.errors import InputError
     from femurscreen.phantom import PhantomOptions, make_cohort
-    from femurscreen.phantom.cohort import read_cohort
+    from femurscreen.phantom.cohort_writer import read_cohort
 
     if args.spacing is not None and min(args.spacing) <= 0:
         raise InputError(

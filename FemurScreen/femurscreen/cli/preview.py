@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from femurscreen.atomic import check_output_file
-    from femurscreen.ctio import read_ct
-    from femurscreen.labelio import read_labels
-    from femurscreen.render import save_preview
+    from femurscreen.io.ctio import read_ct
+    from femurscreen.io.labelio import read_labels
+    from femurscreen.output.render import save_preview
 
     check_output_file(args.out, (".png",), what="picture")
     ct = read_ct(args.ct)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         series_uid=args.series,
     )
     if result.get("demo"):
-        from femurscreen.report import demo_banner_for
+        from femurscreen.output.report import demo_banner_for
 
         print(demo_banner_for(sys.stderr), file=sys.stderr)
     if args.json:

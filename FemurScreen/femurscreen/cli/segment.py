@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from femurscreen.atomic import check_output_file
-    from femurscreen.ctio import read_ct
     from femurscreen.errors import NoFemurError
-    from femurscreen.labelio import write_labels
+    from femurscreen.io.ctio import read_ct
+    from femurscreen.io.labelio import write_labels
     from femurscreen.segmentation import segment
 
     check_output_file(args.out, LABEL_SUFFIXES, what="label map")  # before any computation

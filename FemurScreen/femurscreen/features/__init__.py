@@ -17,7 +17,11 @@ from __future__ import annotations
 
 from femurscreen.features.cache import default_cache_dir
 from femurscreen.features.case import LEADING_COLUMNS, extract_case_features
-from femurscreen.features.cohort import extract_cohort_features, extract_features, read_cohort
+from femurscreen.features.cohort_extract import (
+    extract_cohort_features,
+    extract_features,
+    read_cohort,
+)
 from femurscreen.features.density import DENSITY_KEYS, density_readouts
 from femurscreen.features.params import (
     default_params_path,

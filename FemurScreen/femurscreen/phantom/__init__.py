@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from femurscreen.phantom.anatomy import PROXIMAL_FEMUR_CUT_BELOW_LESSER_TROCHANTER_MM
 from femurscreen.phantom.case import PhantomOptions, make_case, phantom_grid, prepare
-from femurscreen.phantom.cohort import (
+from femurscreen.phantom.cohort_writer import (
     CSV_COLUMNS,
     case_seed,
     make_cohort,

@@ -17,8 +17,8 @@ from femurscreen.labels import LEFT, RIGHT
 from femurscreen.phantom import shapes as sh
 from femurscreen.phantom.anatomy import Anatomy, Femur
 from femurscreen.phantom.bones import FemurDetail, Prim, femur_detail
-from femurscreen.phantom.render import Painter, Points
 from femurscreen.phantom.texture import network
+from femurscreen.phantom.voxelize import Painter, Points
 
 LABEL_OF_SIDE = {"left": LEFT, "right": RIGHT}
 JOINT_CLEARANCE_MM = 1.0  # pelvis bone never comes closer than this to the femur

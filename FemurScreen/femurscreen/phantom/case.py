@@ -19,11 +19,11 @@ from femurscreen.phantom.anatomy import (
 )
 from femurscreen.phantom.bones import femur_prims, pelvis_prims, vertebra_prims
 from femurscreen.phantom.grid import DIRECTION_MODES, SIZES, Grid, direction_for, grid_around
-from femurscreen.phantom.render import Painter, finish, slabs
 from femurscreen.phantom.scanner import Scanner
 from femurscreen.phantom.scanner import resolve as resolve_scanner
 from femurscreen.phantom.texture import make_tile
 from femurscreen.phantom.truth import side_truth
+from femurscreen.phantom.voxelize import Painter, finish, slabs
 
 # independent random streams of a case, so that changing one (say the grid orientation)
 # never changes the others (the patient, the noise)

@@ -3,7 +3,7 @@
 Painted back to front: the body outline and its subcutaneous fat, a muscle-filled deep
 compartment, then the structures that break it up (fat planes around named muscle groups, the
 visceral fat of the pelvic and abdominal cavity, bowel loops with gas, the bladder, vessels).
-Each layer is a function of the :class:`~femurscreen.phantom.render.Painter` and paints the
+Each layer is a function of the :class:`~femurscreen.phantom.voxelize.Painter` and paints the
 current slab only.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 
 from femurscreen.phantom import shapes as sh
 from femurscreen.phantom.anatomy import SIDE_SIGN, Anatomy, Body
-from femurscreen.phantom.render import LIPSCHITZ, Painter, Points
 from femurscreen.phantom.texture import network
+from femurscreen.phantom.voxelize import LIPSCHITZ, Painter, Points
 
 RIM_MM = 2.2  # thickness of the fat plane drawn around a muscle group
 INF = np.inf

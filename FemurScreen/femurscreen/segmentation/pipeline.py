@@ -129,7 +129,7 @@ def get_engine(name: str = "default") -> Engine:
     per-call state); the VB-Net engine is loaded once per process (weights)."""
     resolved = resolve_engine(name)
     if resolved == "classical":
-        from femurscreen.segmentation.classical import ClassicalEngine
+        from femurscreen.segmentation.classical.engine import ClassicalEngine
 
         return ClassicalEngine()
     return _vbnet_engine()
@@ -285,7 +285,7 @@ def add_quality(
 ) -> None:
     """Per-side agreement (Dice) between ``labels`` and the ``other`` engine's post-processed
     mask; a side below ``REVIEW_QUALITY`` gets ``review_segmentation``. In place."""
-    from femurscreen.segmentation.metrics import dice
+    from femurscreen.evaluation.seg_metrics import dice
 
     method = f"dice_with_{other}"
     try:

@@ -141,7 +141,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def fill_holes(mask: np.ndarray, slice_axis: int) -> np.ndarray:
     """3-D hole filling, then 2-D filling in every slice across ``slice_axis`` (axial)."""
-    from femurscreen.segmentation.classical_femur import fill_slice_holes
+    from femurscreen.segmentation.classical.femur import fill_slice_holes
 
     return fill_slice_holes(ndi.binary_fill_holes(mask), None, slice_axis)
 

@@ -74,7 +74,7 @@ def render_pictures(ct: sitk.Image, labels: sitk.Image, result: dict) -> dict[st
     Each side's pictures are cut from a crop of the CT around that femur (plus
     ``CROP_MARGIN_MM``), so reorienting and slicing touch a small image, not the whole CT.
     """
-    from femurscreen.render import centre_index, slices_through, to_lps
+    from femurscreen.output.render import centre_index, slices_through, to_lps
 
     array = sitk.GetArrayViewFromImage(labels)  # original voxel order (z, y, x)
     pictures: dict[str, str] = {}
@@ -157,7 +157,7 @@ def _png(panels, *, width_in: float, outline: bool = False) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from femurscreen.render import Slice, draw
+    from femurscreen.output.render import Slice, draw
 
     gap = 0.012  # fraction of the figure width between panels
     heights = [p.ct.shape[0] * p.aspect for p, _ in panels]

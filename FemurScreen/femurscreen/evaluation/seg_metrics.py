@@ -126,7 +126,7 @@ def evaluate_seg(pred: str | Path, ref: str | Path, *, json_path: str | Path | N
     """
     from femurscreen.atomic import write_text
     from femurscreen.errors import InputError
-    from femurscreen.labelio import read_labels
+    from femurscreen.io.labelio import read_labels
 
     pred, ref = Path(pred), Path(ref)
     for path in (pred, ref):

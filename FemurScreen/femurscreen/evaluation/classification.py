@@ -2,7 +2,7 @@
 
 Input: a CSV with a ``true_class`` column and one score column ``p_<class>`` per class. Scores
 need not be probabilities; any score where HIGHER means MORE likely that class works (we never
-flip a curve whose AUC is below 0.5, see :mod:`femurscreen.stats`).
+flip a curve whose AUC is below 0.5, see :mod:`femurscreen.evaluation.stats`).
 
 Per class, one-vs-rest: AUC with a DeLong 95% interval; sensitivity and specificity with
 Clopper–Pearson 95% intervals at the class's own Youden-optimal threshold (the paper's counts
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from femurscreen import stats
 from femurscreen.errors import InputError
+from femurscreen.evaluation import stats
 from femurscreen.labels import CLASSES
 
 TRUE_COLUMN = "true_class"

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from femurscreen.ct_checks import all_integral, describe_ct, validate_ct
 from femurscreen.errors import InputError
+from femurscreen.io.ct_checks import all_integral, describe_ct, validate_ct
 
 __all__ = [
     "DicomSeries",

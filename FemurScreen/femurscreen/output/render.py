@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from femurscreen.labelio import same_grid
+from femurscreen.io.labelio import same_grid
 from femurscreen.labels import LEFT, RIGHT, SIDE_COLORS
 
 WINDOWS: dict[str, tuple[float, float]] = {  # name: (level, width) in HU

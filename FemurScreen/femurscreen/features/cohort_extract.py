@@ -76,7 +76,7 @@ def read_cohort(cohort_csv: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def _read_ct(path: Path) -> sitk.Image:
-    from femurscreen.ctio import read_ct
+    from femurscreen.io.ctio import read_ct
 
     return read_ct(path)
 

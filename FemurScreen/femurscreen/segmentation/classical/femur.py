@@ -24,8 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from femurscreen.segmentation.classical_grid import Grid
-from femurscreen.segmentation.classical_heads import HeadSphere
+from femurscreen.segmentation.classical.grid import Grid
+from femurscreen.segmentation.classical.heads import HeadSphere
 from femurscreen.segmentation.postprocess import CUT_BELOW_LESSER_TROCHANTER_MM
 
 DOMAIN_HU = 120.0  # liberal bone threshold: what the femur-pelvis split works on

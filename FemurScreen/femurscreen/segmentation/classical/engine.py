@@ -1,10 +1,10 @@
 """The classical engine: proximal femur segmentation without training data.
 
 Pipeline (each step in its own module):
-1. ``classical_grid``: resample the CT onto a 3 mm grid aligned with the LPS world axes.
-2. ``classical_heads``: find each femoral head as a sphere lateral to the body midline; the
+1. ``grid``: resample the CT onto a 3 mm grid aligned with the LPS world axes.
+2. ``heads``: find each femoral head as a sphere lateral to the body midline; the
    side follows from world x (+x = patient's left), never from array order.
-3. ``classical_femur``: per side, a crop around the head at fine spacing (the CT's own spacing,
+3. ``femur``: per side, a crop around the head at fine spacing (the CT's own spacing,
    but not finer than 1.2 mm), a filled bone mask, and a seeded watershed that splits femur
    from pelvis at the joint.
 4. The soft mask is mapped back onto the CT's own voxel grid (any direction matrix).
@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurscreen.errors import NoFemurError
-from femurscreen.segmentation.classical_femur import crop_box, segment_femur
-from femurscreen.segmentation.classical_grid import (
+from femurscreen.segmentation.classical.femur import crop_box, segment_femur
+from femurscreen.segmentation.classical.grid import (
     Grid,
     lattice_grid,
     paste_into,
@@ -31,7 +31,7 @@ from femurscreen.segmentation.classical_grid import (
     world_bounds,
     world_spacing,
 )
-from femurscreen.segmentation.classical_heads import HeadSphere, find_heads
+from femurscreen.segmentation.classical.heads import HeadSphere, find_heads
 
 log = logging.getLogger(__name__)
 

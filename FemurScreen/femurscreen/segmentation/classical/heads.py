@@ -31,7 +31,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from femurscreen.labels import LEFT, RIGHT
-from femurscreen.segmentation.classical_grid import Grid, lattice_grid, resample
+from femurscreen.segmentation.classical.grid import Grid, lattice_grid, resample
 
 HEAD_RADIUS_MM = (17.5, 31.0)  # accepted fine radius (adult femoral heads: about 19-27 mm)
 COARSE_RADIUS_MM = (17.5, 34.0)  # coarse fits may lock onto the acetabulum's outer surface

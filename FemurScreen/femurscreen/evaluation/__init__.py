@@ -1,0 +1,1 @@
+"""Measuring the pipeline: the paper's classification statistics and segmentation metrics."""

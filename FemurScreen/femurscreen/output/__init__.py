@@ -1,0 +1,1 @@
+"""What a screened case leaves for a person: the HTML report and its slice pictures."""
