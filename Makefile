@@ -20,7 +20,22 @@ STAMP312 := $(VENV312)/.femurscreen-installed
 SLICER_TESTS = $(wildcard Testing/test_slicer_logic.py Testing/test_widget_ui.py \
 	Testing/test_dependencies.py Testing/test_review.py Testing/test_extension_files.py)
 
-.PHONY: demo test test-fast test-312 lint venv venv-312 bench clean
+.PHONY: demo test test-fast test-312 lint venv venv-312 bench clean system-deps
+
+# Debian packages the tests need: a real DICOM server (Orthanc with its DICOMweb plugin) for the
+# PACS round trip and dicom3tools' dciodvfy to validate every DICOM object written. Installed
+# with apt-get when missing (CI runs as root on Debian); elsewhere the message says what to do.
+SYSTEM_TOOLS = /usr/sbin/Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/bin/dciodvfy
+system-deps:
+	@missing=""; for f in $(SYSTEM_TOOLS); do test -e $$f || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing orthanc orthanc-dicomweb dicom3tools (missing:$$missing)"; \
+	    (apt-get install -y -q orthanc orthanc-dicomweb dicom3tools >/dev/null 2>&1 || \
+	     { apt-get update -q >/dev/null && apt-get install -y -q orthanc orthanc-dicomweb dicom3tools >/dev/null; }) && \
+	    { service orthanc stop >/dev/null 2>&1 || true; }; \
+	  else echo "missing:$$missing -- install the Debian packages orthanc orthanc-dicomweb dicom3tools"; exit 1; fi; \
+	fi
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +64,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest -q Testing
 	$(MAKE) --no-print-directory test-312
 
