@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from femurscreen.status import Status
+
 CASE = "case_id"
 SIDE = "side"
 STATUS = "status"
@@ -45,7 +47,7 @@ def ok_mask(table: pd.DataFrame) -> pd.Series:
     """Rows whose extraction succeeded (all rows when the table has no status column)."""
     if STATUS not in table.columns:
         return pd.Series(True, index=table.index)
-    return table[STATUS].fillna("ok").astype(str).str.strip().str.lower().eq("ok")
+    return table[STATUS].fillna("ok").astype(str).str.strip().str.lower().eq(Status.OK)
 
 
 def row_names(table: pd.DataFrame) -> list[str]:

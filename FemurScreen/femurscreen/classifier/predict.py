@@ -20,6 +20,7 @@ from femurscreen.classifier import columns as col
 from femurscreen.classifier.persistence import LoadedModel, load_model
 from femurscreen.errors import InputError, ModelError
 from femurscreen.resources import resource_path
+from femurscreen.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,11 @@ def classify(
     classes = loaded.classes
     n = len(features)
     values = features[loaded.features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    status = np.array(["ok"] * n, dtype=object)
+    status = np.array([Status.OK] * n, dtype=object)
     error = np.array([""] * n, dtype=object)
     extracted = col.ok_mask(features).to_numpy()
     for i in np.flatnonzero(~extracted):
-        status[i] = "error"
+        status[i] = Status.ERROR
         message = features[col.ERROR].iloc[i] if col.ERROR in features.columns else ""
         error[i] = "feature extraction failed" + (
             f": {message}" if isinstance(message, str) and message.strip() else ""
@@ -110,9 +111,9 @@ def classify(
     bad = ~np.isfinite(values)
     for i in np.flatnonzero(extracted & bad.any(axis=1)):
         names = [loaded.features[j] for j in np.flatnonzero(bad[i])]
-        status[i] = "error"
+        status[i] = Status.ERROR
         error[i] = f"missing or non-finite value(s) in {col.short_list(names, 5)}"
-    good = status == "ok"
+    good = status == Status.OK
     proba = np.full((n, len(classes)), np.nan)
     applicable = np.zeros(n, dtype=bool)
     reliability = np.array(["not classified"] * n, dtype=object)

@@ -16,6 +16,7 @@ from femurscreen.classifier import columns as col
 from femurscreen.classifier.from_cohort import read_csv
 from femurscreen.classifier.persistence import DEMO_NOTICE
 from femurscreen.errors import InputError
+from femurscreen.status import Status
 
 NAME = "classify"
 HELP = "bone-status probabilities per femur from a FEATURES table and a model folder"
@@ -65,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_as_json(result, loaded.path, loaded.manifest), indent=2))
     else:
         print(_table(result, loaded.classes))
-    n_ok = int((result[col.STATUS] == "ok").sum())
+    n_ok = int((result[col.STATUS] == Status.OK).sum())
     if n_ok < len(result):
-        for _, row in result[result[col.STATUS] != "ok"].iterrows():
+        for _, row in result[result[col.STATUS] != Status.OK].iterrows():
             print(f"  {row[col.CASE]}/{row[col.SIDE]}: {row[col.ERROR]}", file=sys.stderr)
     # 0 while at least one femur was classified: failed rows are marked in the status column.
     return 0 if n_ok else 1
@@ -124,7 +125,7 @@ def _table(result: pd.DataFrame, classes: list[str]) -> str:
     header += f"  {'predicted':<13} applicable"
     lines = [header]
     for _, row in result.iterrows():
-        if row[col.STATUS] != "ok":
+        if row[col.STATUS] != Status.OK:
             lines.append(f"{row[col.CASE]:<16} {row[col.SIDE]!s:<6} error: {row[col.ERROR]}")
             continue
         probs = " ".join(f"{row['p_' + c]:>15.3f}" for c in classes)

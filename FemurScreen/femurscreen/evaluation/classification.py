@@ -24,6 +24,7 @@ import numpy as np
 from femurscreen.errors import InputError
 from femurscreen.evaluation import stats
 from femurscreen.labels import CLASSES
+from femurscreen.status import Status
 
 TRUE_COLUMN = "true_class"
 SCORE_PREFIX = "p_"
@@ -122,7 +123,7 @@ def read_predictions(path: str | Path) -> Predictions:
             raise InputError(
                 f"line {line} has {len(row)} fields but the header has {len(header)}", "", path
             )
-        if i_status is not None and row[i_status].strip() not in ("", "ok"):
+        if i_status is not None and row[i_status].strip() not in ("", Status.OK):
             continue
         label = row[i_true].strip()
         if not label:

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from femurscreen.status import Status
+
 log = logging.getLogger(__name__)
 
 CACHE_SCHEMA = "femurscreen-features-cache-v1"
@@ -93,7 +95,7 @@ class FeatureCache:
             log.warning("ignoring feature cache entry %s: not this key's entry; recomputing", path)
             return None
         row = entry.get("row")
-        if not isinstance(row, dict) or row.get("status") != "ok":
+        if not isinstance(row, dict) or row.get("status") != Status.OK:
             log.warning("ignoring feature cache entry %s: no valid row; recomputing", path)
             return None
         return row

@@ -21,6 +21,7 @@ from femurscreen.features.fast_path import extract_fast
 from femurscreen.features.params import params_sha256, plan_features, resolve_params
 from femurscreen.features.radiomics_extract import SideError, check_finite, extract_full
 from femurscreen.labels import SIDES
+from femurscreen.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def extract_case_features(
         row: dict = {
             "case_id": case_id,
             "side": side,
-            "status": "ok",
+            "status": Status.OK,
             "error": "",
             "radiomics_params_sha256": params_sha,
         }
@@ -168,13 +169,13 @@ def extract_case_features(
             if cache is not None:
                 cache.put(key, row)
         except SideError as exc:
-            row.update(status="error", error=str(exc))
+            row.update(status=Status.ERROR, error=str(exc))
         except (InputError, KeyboardInterrupt):
             raise
         except Exception as exc:  # pyradiomics ValueError on a bad ROI, a filter failure...
             log.debug("%s %s failed", case_id, side, exc_info=True)
             row.update(
-                status="error",
+                status=Status.ERROR,
                 error=f"{side} proximal femur: feature extraction failed: "
                 f"{type(exc).__name__}: {exc}",
             )

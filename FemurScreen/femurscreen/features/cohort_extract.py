@@ -24,6 +24,7 @@ from femurscreen.errors import FemurScreenError, InputError
 from femurscreen.features.case import extract_case_features, split_requested
 from femurscreen.features.params import params_sha256, plan_features, resolve_params
 from femurscreen.features.table import features_frame, write_features_csv
+from femurscreen.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _error_rows(task: CaseTask, message: str) -> list[dict]:
         {
             "case_id": task.case_id,
             "side": side,
-            "status": "error",
+            "status": Status.ERROR,
             "error": message,
             "radiomics_params_sha256": sha,
         }
@@ -190,7 +191,7 @@ def extract_cohort_features(
 
 def summarize(frame: pd.DataFrame) -> dict[str, int]:
     """Counts of cases and sides computed or failed (a case is ok when any side is ok)."""
-    ok_sides = frame["status"] == "ok"
+    ok_sides = frame["status"] == Status.OK
     cases_ok = frame.loc[ok_sides, "case_id"].nunique()
     cases = frame["case_id"].nunique()
     return {

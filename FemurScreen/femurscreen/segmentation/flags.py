@@ -18,9 +18,17 @@ Flags (a side may carry several):
 - ``review_segmentation``: the segmentation quality signal (``quality``) is low: check the
   mask before trusting its numbers. Informative only; the side is still graded.
 
-Primary status, by precedence (the first that applies):
-``not_found`` > ``implant`` > ``truncated`` > ``ok``. ``FLAG_STATUS`` says which flags block
-grading and with which status; every other flag is informative.
+Grading adds three flags of its own (``femurscreen.grading``): ``feature_error`` and
+``classification_error`` (the side's status becomes ``error``) and
+``outside_training_distribution`` (graded, probabilities unreliable).
+
+``FLAGS`` is the one flag table: code, plain words, whether it blocks grading and with which
+status, and who sets it. Segmentation, grading, the report, the CLI and the Slicer module all
+take their wording from it; ``FLAG_HELP``, ``FLAG_STATUS`` and ``GUARD_FLAGS`` are views of it.
+
+Primary status (``femurscreen.status.Status``), by precedence (the first that applies):
+``not_found`` > ``implant`` > ``truncated`` > ``ok``. A flag with a ``status`` blocks grading
+and gives its side that status; every other flag is informative.
 Why this order: a side without a femur has nothing else to say; metal makes a side unusable
 whatever the field of view, and is the more specific message for the reader; truncation comes
 next. ``distal_fov_short`` and ``small`` never change the status: a scan that ends at the
@@ -30,39 +38,84 @@ trochanters that the screening is about, so such a side is graded, with its flag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 
-METAL_HU = 2000.0
+from femurscreen.hu import METAL_HU
+from femurscreen.status import STATUS_PRECEDENCE, Status
+
 MIN_METAL_MM3 = 200.0
 METAL_NEAR_MM = 3.0
 SMALL_ML = 40.0
 
-STATUS_PRECEDENCE: tuple[str, ...] = ("not_found", "implant", "truncated", "ok")
 
-FLAG_HELP: dict[str, str] = {
-    "implant": "metal implant in or against the femur: not graded",
-    "truncated": "femur cut by the edge of the scan (head, neck or in-plane): not graded",
-    "distal_fov_short": "scan ends above the anatomical cut level: ROI shorter than defined",
-    "small": "mask implausibly small for a proximal femur",
-    "not_femur": "no femoral head, neck and trochanteric region found: not a proximal femur, "
-    "not graded",
-    "pelvis_in_mask": "segmentation runs from the femoral head into the pelvis: wrong bone in "
-    "the region, not graded",
-    "neck_not_in_view": "femoral neck not in view (the scan ends at the femoral head): not graded",
-    "review_segmentation": "segmentation quality low (engines or passes disagree): check the "
-    "mask before trusting the result",
-}
+@dataclass(frozen=True)
+class Flag:
+    """One flag: its code (as result.json writes it), plain words for a reader, the status it
+    gives its side when it blocks grading (None: informative only) and who sets it."""
 
+    code: str
+    words: str
+    status: Status | None = None
+    source: str = "segmentation"  # "segmentation", "guard" (wrong-bone guard) or "grading"
+
+    @property
+    def blocks_grading(self) -> bool:
+        return self.status is not None
+
+
+_TABLE: tuple[Flag, ...] = (
+    Flag("implant", "metal implant in or against the femur: not graded", Status.IMPLANT),
+    Flag(
+        "truncated",
+        "femur cut by the edge of the scan (head, neck or in-plane): not graded",
+        Status.TRUNCATED,
+    ),
+    Flag("distal_fov_short", "scan ends above the anatomical cut level: ROI shorter than defined"),
+    Flag("small", "mask implausibly small for a proximal femur"),
+    Flag(
+        "not_femur",
+        "no femoral head, neck and trochanteric region found: not a proximal femur, not graded",
+        Status.NOT_FOUND,
+        "guard",
+    ),
+    Flag(
+        "pelvis_in_mask",
+        "segmentation runs from the femoral head into the pelvis: wrong bone in the region, "
+        "not graded",
+        Status.NOT_FOUND,
+        "guard",
+    ),
+    Flag(
+        "neck_not_in_view",
+        "femoral neck not in view (the scan ends at the femoral head): not graded",
+        Status.TRUNCATED,
+        "guard",
+    ),
+    Flag(
+        "review_segmentation",
+        "segmentation quality low (engines or passes disagree): check the mask before trusting "
+        "the result",
+    ),
+    Flag("feature_error", "features could not be computed", Status.ERROR, "grading"),
+    Flag("classification_error", "could not be classified", Status.ERROR, "grading"),
+    Flag(
+        "outside_training_distribution",
+        "outside the training data: probabilities unreliable",
+        None,
+        "grading",
+    ),
+)
+
+FLAGS: dict[str, Flag] = {f.code: f for f in _TABLE}
+
+# views of FLAGS kept for callers
+FLAG_HELP: dict[str, str] = {f.code: f.words for f in _TABLE}
 # flags that block grading, and the status they give a side (see the module docstring)
-FLAG_STATUS: dict[str, str] = {
-    "not_femur": "not_found",
-    "pelvis_in_mask": "not_found",
-    "implant": "implant",
-    "truncated": "truncated",
-    "neck_not_in_view": "truncated",
-}
-GUARD_FLAGS: tuple[str, ...] = ("not_femur", "pelvis_in_mask", "neck_not_in_view")
+FLAG_STATUS: dict[str, Status] = {f.code: f.status for f in _TABLE if f.status is not None}
+GUARD_FLAGS: tuple[str, ...] = tuple(f.code for f in _TABLE if f.source == "guard")
 
 
 def metal_volume_mm3(
@@ -112,12 +165,12 @@ def blocks_grading(flag: str) -> bool:
     return flag in FLAG_STATUS
 
 
-def primary_status(found: bool, flags: list[str]) -> str:
+def primary_status(found: bool, flags: list[str]) -> Status:
     """The one status a side is graded by (see the module docstring for the precedence)."""
     if not found:
-        return "not_found"
+        return Status.NOT_FOUND
     statuses = {FLAG_STATUS[f] for f in flags if f in FLAG_STATUS}
     for status in STATUS_PRECEDENCE[:-1]:
         if status in statuses:
             return status
-    return "ok"
+    return Status.OK

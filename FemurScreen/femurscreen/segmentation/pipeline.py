@@ -34,6 +34,9 @@ import SimpleITK as sitk
 from femurscreen.errors import ModelError, NoFemurError
 from femurscreen.labels import SIDE_NAMES
 from femurscreen.segmentation.flags import (
+    FLAG_HELP,
+    FLAG_STATUS,
+    GUARD_FLAGS,
     MIN_METAL_MM3,
     metal_volume_mm3,
     primary_status,
@@ -41,6 +44,7 @@ from femurscreen.segmentation.flags import (
 )
 from femurscreen.segmentation.guard import Anatomy, check_labels
 from femurscreen.segmentation.postprocess import SideGeometry, postprocess
+from femurscreen.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ class SideResult:
     when not computed.
     """
 
-    status: str
+    status: Status
     flags: list[str] = field(default_factory=list)
     volume_ml: float = 0.0
     head_top_z: float | None = None  # world z (LPS, mm)
@@ -248,7 +252,7 @@ def _reject(
     Such a side becomes ``not_found``: its voxels are removed so that no file downstream holds
     an iliac wing labelled as a femur. ``geometry`` is updated in place.
     """
-    rejected = [v for v, a in verdicts.items() if a.verdict in ("not_femur", "pelvis_in_mask")]
+    rejected = [v for v, a in verdicts.items() if FLAG_STATUS.get(a.verdict) == Status.NOT_FOUND]
     if not rejected:
         return labels
     array = sitk.GetArrayFromImage(labels)
@@ -264,11 +268,9 @@ def _reject(
     return out
 
 
-def _reason(status: str, flags: list[str], verdict: Anatomy | None) -> str | None:
+def _reason(status: Status, flags: list[str], verdict: Anatomy | None) -> str | None:
     """Why a side is not graded, in plain words (the flag that set its status); None if ok."""
-    from femurscreen.segmentation.flags import FLAG_HELP, FLAG_STATUS, GUARD_FLAGS
-
-    if status == "ok":
+    if status == Status.OK:
         return None
     for flag in flags:
         if FLAG_STATUS.get(flag) == status:
@@ -300,7 +302,7 @@ def add_quality(
     b = sitk.GetArrayViewFromImage(second_labels)
     for value, name in SIDE_NAMES.items():
         side = sides[name]
-        if side.status == "not_found":
+        if side.status == Status.NOT_FOUND:
             continue
         side.quality = float(dice(a == value, b == value))
         side.quality_method = method

@@ -34,9 +34,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from femurscreen.hu import METAL_HU
 from femurscreen.labels import SIDE_NAMES
 
-METAL_HU = 2000.0
 METAL_MARGIN_MM = 15.0  # an implant may reach this far beyond the femur mask's box
 HEAD_NECK_EXTENT_MM = 50.0  # a bottom border closer than this to the head top cuts head/neck
 PROFILE_SIGMA_MM = 2.0
