@@ -478,6 +478,38 @@ def test_write_features_csv_orders_columns_atomically(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["features.csv"]
 
 
+def test_bmd_columns_come_last_empty_when_not_graded_and_are_no_features(tmp_path):
+    """A screen's features.csv carries the calibrated-density numbers after the features; a side
+    whose density was not graded has them empty, and a model never takes them for features."""
+    from femurscreen.classifier.columns import feature_columns
+    from femurscreen.output.columns import BMD_COLUMNS
+
+    graded = {
+        "fn_abmd_g_cm2": 0.7312,
+        "th_abmd_g_cm2": 0.8127,
+        "fn_t_score": -1.06,
+        "th_t_score": -1.06,
+        "who_class": "osteopenia",
+    }
+    common = {"status": "ok", "error": "", "radiomics_params_sha256": "0" * 64}
+    rows = [
+        {"case_id": "a", "side": "right", **common, **graded, "original_firstorder_Mean": 3.0},
+        {
+            "case_id": "a",
+            "side": "left",
+            **common,
+            **dict.fromkeys(BMD_COLUMNS),
+            "original_firstorder_Mean": 4.0,
+        },
+    ]
+    out = write_features_csv(rows, tmp_path / "features.csv")
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == [*LEADING_COLUMNS, "original_firstorder_Mean", *BMD_COLUMNS]
+    assert float(table.loc[0, "fn_t_score"]) == -1.06 and table.loc[0, "who_class"] == "osteopenia"
+    assert [table.loc[1, c] for c in BMD_COLUMNS] == [""] * len(BMD_COLUMNS)
+    assert not set(feature_columns(table.columns)) & set(BMD_COLUMNS)
+
+
 def _write_case(folder: Path, ct: sitk.Image, labels: sitk.Image) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(ct, str(folder / "ct.nii.gz"))

@@ -418,3 +418,36 @@ def test_dicom_input_with_identifiers(tmp_path: Path, real_ct_path: Path) -> Non
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "TEST^PATIENT" in report and "ID-4711" in report and "19500101" in report
     assert "image fingerprint" not in report
+
+
+# --------------------------------------------------------------------------------------------
+# Calibrated density in the tables beside result.json
+
+
+def test_features_csv_and_summary_carry_the_calibrated_density(real_run: dict) -> None:
+    """features.csv and the batch summary rows carry result.json's bmd numbers; the implant
+    side (not graded) has them empty."""
+    import pandas as pd
+    from femurscreen.grading import SUMMARY_COLUMNS, summary_rows
+    from femurscreen.output.columns import BMD_COLUMNS
+
+    out: Path = real_run["out"]
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    bmd = result["bmd"]["right"]
+    assert bmd["status"] == "ok" and bmd["who_class"] in {"normal", "osteopenia", "osteoporosis"}
+    table = pd.read_csv(out / "features.csv")
+    assert list(table.columns[-len(BMD_COLUMNS) :]) == list(BMD_COLUMNS)
+    right = table.set_index("side").loc["right"]
+    for key in BMD_COLUMNS:
+        if bmd[key] is None:  # e.g. total hip on this scan: its field of view ends too high
+            assert pd.isna(right[key]), key
+        elif key == "who_class":
+            assert right[key] == bmd[key]
+        else:
+            assert math.isclose(float(right[key]), bmd[key], abs_tol=1e-9), key
+    assert bmd["fn_t_score"] is not None and not pd.isna(right["fn_t_score"])
+    rows = {row["side"]: row for row in summary_rows(result["case"], result)}
+    assert list(rows["right"]) == list(SUMMARY_COLUMNS)
+    assert {k: rows["right"][k] for k in BMD_COLUMNS} == {k: bmd[k] for k in BMD_COLUMNS}
+    assert result["bmd"]["left"]["status"] != "ok"
+    assert all(rows["left"][k] is None for k in BMD_COLUMNS)

@@ -30,6 +30,8 @@ import SimpleITK as sitk
 
 from femurscreen import __version__
 from femurscreen.labels import CLASSES, SIDES
+from femurscreen.output.columns import BMD_COLUMNS, SUMMARY_COLUMNS  # noqa: F401 (batch)
+from femurscreen.status import GRADED_STATUSES, Status
 from femurscreen.values import finite_number, json_safe
 
 if TYPE_CHECKING:
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 
 RESULT_FORMAT = "femurscreen-result"
 RESULT_FORMAT_VERSION = 1
-GRADED_STATUSES = frozenset({"ok"})  # see femurscreen.screening's docstring for why only these
 REQUEST_FORMAT = "femurscreen-grading-request"
 RESPONSE_FORMAT = "femurscreen-grading"
 
@@ -137,8 +138,22 @@ def grade(
                 labels,
                 side_status={n: str(s.status) for n, s in sides.items() if s is not None},
             )
+        add_bmd_columns(rows, result["bmd"])
     report("done", 1.0)
     return Grading(rows=rows, predictions=predictions, result=result)
+
+
+def bmd_numbers(block: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :data:`BMD_COLUMNS` of one side's ``bmd`` block (all None when it was not graded)."""
+    block = block or {}
+    graded = str(block.get("status") or "") == Status.OK
+    return {key: block.get(key) if graded else None for key in BMD_COLUMNS}
+
+
+def add_bmd_columns(rows: list[dict], bmd: Mapping[str, Any] | None) -> None:
+    """Put each side's calibrated-density numbers into its feature row (features.csv)."""
+    for row in rows:
+        row.update(bmd_numbers((bmd or {}).get(str(row.get("side")))))
 
 
 @dataclass
@@ -179,12 +194,12 @@ def recheck_anatomy(labels: sitk.Image, sides: Mapping[str, Any]) -> dict[str, A
     )
     out = dict(sides)
     for value, verdict in verdicts.items():
-        if verdict.verdict == "ok":
+        if verdict.verdict == Status.OK:
             continue
         name = SIDE_NAMES[value]
         side = sides[name]
         out[name] = _Rechecked(
-            status=FLAG_STATUS.get(verdict.verdict, "not_found"),
+            status=FLAG_STATUS.get(verdict.verdict, Status.NOT_FOUND),
             flags=[*[str(f) for f in side.flags], verdict.verdict],
             volume_ml=getattr(side, "volume_ml", None),
             reason=f"after editing: {verdict.reason}",
@@ -210,7 +225,7 @@ def classify_rows(rows: list[dict], model, classify) -> dict[str, dict]:
     """
     import pandas as pd
 
-    rows = [r for r in rows if r.get("status", "ok") != "error"]
+    rows = [r for r in rows if r.get("status", Status.OK) != Status.ERROR]
     if not rows:
         return {}
     table = pd.DataFrame(rows)
@@ -258,7 +273,7 @@ def segmentation_info(seg: Any, engine: str = "default") -> dict:
 
 
 def _side_result(name: str, side, features: dict | None, prediction: dict | None) -> dict:
-    status = "not_found" if side is None else str(side.status)
+    status = Status.NOT_FOUND if side is None else str(side.status)
     flags = [] if side is None else [str(f) for f in side.flags]
     volume = None if side is None else finite_number(side.volume_ml)
     out: dict[str, Any] = {
@@ -274,11 +289,11 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
         "reason": None,
         "landmarks_z_mm": _landmarks(side),
     }
-    if status == "implant":
+    if status == Status.IMPLANT:
         out["reason"] = "metal implant: texture and density are artefact, side not graded"
-    elif status == "truncated":
+    elif status == Status.TRUNCATED:
         out["reason"] = "cut by the edge of the scan: ROI incomplete, side not graded"
-    elif status == "not_found":
+    elif status == Status.NOT_FOUND:
         out["reason"] = "no proximal femur found on this side"
     elif status not in GRADED_STATUSES:
         out["reason"] = f"segmentation status '{status}': side not graded"
@@ -295,11 +310,11 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
             for key, value in features.items()
             if key.startswith("density_")
         }
-        if str(features.get("status", "ok")) != "ok":
-            out["status"] = "error"
+        if str(features.get("status", Status.OK)) != Status.OK:
+            out["status"] = Status.ERROR
             out["reason"] = f"features could not be computed: {features.get('error') or ''}"
             _add_flag(out, "feature_error")
-    if prediction is not None and str(prediction.get("status", "ok")) == "ok":
+    if prediction is not None and str(prediction.get("status", Status.OK)) == Status.OK:
         probabilities = {c: finite_number(prediction.get(f"p_{c}")) for c in CLASSES}
         if all(v is not None for v in probabilities.values()):
             out["graded"] = True
@@ -312,12 +327,12 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
             if not out["applicable"]:
                 _add_flag(out, "outside_training_distribution")
     elif prediction is not None:
-        out["status"] = "error"
+        out["status"] = Status.ERROR
         out["reason"] = f"not classified: {prediction.get('error') or 'unknown reason'}"
         _add_flag(out, "classification_error")
-    if status == "implant":
+    if status == Status.IMPLANT:
         _add_flag(out, "implant")
-    if status == "truncated":
+    if status == Status.TRUNCATED:
         _add_flag(out, "truncated")
     return out
 
@@ -382,8 +397,9 @@ def image_geometry(ct: sitk.Image) -> dict:
     }
 
 
-def summary_row(case: str, side: str, info: dict) -> dict:
-    """The batch summary CSV's columns for one side of a result dict."""
+def summary_row(case: str, side: str, info: dict, bmd: Mapping[str, Any] | None = None) -> dict:
+    """The batch summary CSV's columns (:data:`SUMMARY_COLUMNS`) for one side of a result dict;
+    ``bmd``: that side's calibrated-density block (``result["bmd"][side]``), when there is one."""
     probabilities = info.get("probabilities") or {}
     row: dict[str, Any] = {
         "case_id": case,
@@ -396,11 +412,18 @@ def summary_row(case: str, side: str, info: dict) -> dict:
     row.update(
         volume_ml=info.get("volume_ml"),
         flags=";".join(info.get("flags") or []),
-        error=(info.get("reason") or "") if info.get("status") == "error" else "",
+        error=(info.get("reason") or "") if info.get("status") == Status.ERROR else "",
         applicable=info.get("applicable"),
         graded=bool(info.get("graded")),
     )
+    row.update(bmd_numbers(bmd))
     return row
+
+
+def summary_rows(case: str, result: Mapping[str, Any]) -> list[dict]:
+    """:func:`summary_row` of each side of a whole result dict (its ``bmd`` block included)."""
+    bmd = result.get("bmd") or {}
+    return [summary_row(case, side, result.get(side) or {}, bmd.get(side)) for side in SIDES]
 
 
 @contextlib.contextmanager
@@ -431,7 +454,7 @@ class SideStatus:
         if data is None:
             return None
         return cls(
-            status=str(data.get("status", "ok")),
+            status=str(data.get("status", Status.OK)),
             flags=tuple(str(f) for f in data.get("flags") or ()),
             volume_ml=finite_number(data.get("volume_ml")),
         )

@@ -1,8 +1,11 @@
 """The feature table: one row per case and side, columns in a fixed order, written atomically.
 
 Columns: case_id, side, status, error, radiomics_params_sha256, then the pyradiomics features in
-pyradiomics' own order, then the ``density_*`` readouts. A fixed order means two runs of the same
-cohort give byte-identical CSVs, and a model can check its columns by name.
+pyradiomics' own order, then the ``density_*`` readouts, then (when the rows carry them, as
+``femurscreen screen``'s do) the calibrated-density numbers :data:`BMD_COLUMNS`. A fixed order
+means two runs of the same cohort give byte-identical CSVs, and a model can check its columns by
+name. The BMD columns are not features (no feature prefix, see
+``femurscreen.classifier.columns``): a model trained on a screen's table never learns from them.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ import pandas as pd
 from femurscreen.features.case import LEADING_COLUMNS
 from femurscreen.features.density import DENSITY_KEYS
 from femurscreen.features.params import sort_features
+from femurscreen.output.columns import BMD_COLUMNS
 
 
 def ordered_columns(columns: Iterable[str]) -> list[str]:
-    """Leading columns, features in pyradiomics order, density readouts, then anything else."""
+    """Leading columns, features in pyradiomics order, density readouts, then the BMD numbers."""
     columns = list(dict.fromkeys(columns))
     density = [c for c in DENSITY_KEYS if c in columns]
     density += sorted(c for c in columns if c.startswith("density_") and c not in density)
+    bmd = [c for c in BMD_COLUMNS if c in columns]
     features = sort_features(
-        c for c in columns if c not in LEADING_COLUMNS and not c.startswith("density_")
+        c
+        for c in columns
+        if c not in LEADING_COLUMNS and not c.startswith("density_") and c not in BMD_COLUMNS
     )
-    return list(LEADING_COLUMNS) + features + density
+    return list(LEADING_COLUMNS) + features + density + bmd
 
 
 def features_frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
