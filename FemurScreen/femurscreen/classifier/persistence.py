@@ -16,7 +16,6 @@ under the same checks, then renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -29,10 +28,16 @@ import skops.io as sio
 from femurscreen.atomic import atomic_dir
 from femurscreen.classifier.applicability import Applicability
 from femurscreen.errors import InputError, ModelError
+from femurscreen.manifest import (
+    MANIFEST_FILE,
+    member_path,
+    read_json_object,
+    sha256_file,
+    verified_bytes,
+)
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.skops"
-MANIFEST_FILE = "manifest.json"
 APPLICABILITY_FILE = "applicability.json"
 DEMO_NOTICE = "DEMO MODEL trained on synthetic phantom data only - not for clinical use"
 
@@ -111,14 +116,6 @@ class LoadedModel:
         return bool(self.manifest.get("demo", False))
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def stored_types(path: str | Path | bytes) -> set[str]:
     """Every ``module.class`` named in a skops file's schema (read as JSON, nothing built)."""
     source = io.BytesIO(path) if isinstance(path, bytes) else path
@@ -148,16 +145,11 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
             model_dir,
         )
     path = model_dir / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelError(
-            "no manifest.json: this is not a FemurScreen model folder", RESTORE_ADVICE, model_dir
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"manifest is unreadable ({exc})", RESTORE_ADVICE, path) from exc
-    if not isinstance(manifest, dict):
-        raise ModelError("manifest is not a JSON object", RESTORE_ADVICE, path)
+    manifest = read_json_object(
+        path,
+        RESTORE_ADVICE,
+        missing="no manifest.json: this is not a FemurScreen model folder",
+    )
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelError(f"manifest lacks {', '.join(missing)}", RESTORE_ADVICE, path)
@@ -170,30 +162,6 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
             path,
         )
     return manifest
-
-
-def _verified_bytes(path: Path, expected: Any) -> bytes:
-    """The file's bytes, read once, after checking their sha256 against the manifest.
-
-    Everything after this works on these bytes, never on the file again: a file swapped or
-    changed between the check and the load cannot be loaded unverified.
-    """
-    if not path.is_file():
-        raise ModelError("model file is missing", RESTORE_ADVICE, path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"model cannot be read ({exc})", RESTORE_ADVICE, path) from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ModelError(
-            f"{path.name} does not match the sha256 recorded in manifest.json "
-            f"(expected {str(expected)[:16]}…, found {actual[:16]}…): the file was modified or "
-            "corrupted, so it is not loaded",
-            RESTORE_ADVICE,
-            path,
-        )
-    return data
 
 
 def _cannot_read(path: Path, exc: BaseException) -> ModelError:
@@ -232,10 +200,20 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     """Verify hashes and types, then load the forest and its applicability statistics."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    model_path = model_dir / str(manifest["model_file"])
-    model_bytes = _verified_bytes(model_path, manifest["sha256"])
-    applicability_path = model_dir / str(manifest.get("applicability_file", APPLICABILITY_FILE))
-    applicability_bytes = _verified_bytes(applicability_path, manifest.get("applicability_sha256"))
+    model_path = member_path(model_dir, manifest["model_file"], "the model", RESTORE_ADVICE)
+    model_bytes = verified_bytes(model_path, manifest["sha256"], model_path.name, RESTORE_ADVICE)
+    applicability_path = member_path(
+        model_dir,
+        manifest.get("applicability_file", APPLICABILITY_FILE),
+        "the applicability statistics",
+        RESTORE_ADVICE,
+    )
+    applicability_bytes = verified_bytes(
+        applicability_path,
+        manifest.get("applicability_sha256"),
+        applicability_path.name,
+        RESTORE_ADVICE,
+    )
     _check_types(model_path, model_bytes)
     try:
         model = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))

@@ -14,7 +14,6 @@ Layout of a weights folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -25,10 +24,17 @@ from safetensors.torch import save as st_save
 
 from femurscreen.atomic import atomic_path, write_text
 from femurscreen.errors import ModelError
+from femurscreen.manifest import (
+    MANIFEST_FILE,
+    member_path,
+    read_json_object,
+    sha256_bytes,
+    verified_bytes,
+)
 
 from .network import VBNet
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 FORMAT = "femurscreen-vbnet"
 FORMAT_VERSION = 1
 DEMO_NOTICE = "DEMO WEIGHTS trained on synthetic phantoms only - not for clinical use"
@@ -38,18 +44,6 @@ _RETRAIN = (
     "reinstall FemurScreen's model files from the repository, or retrain them with "
     "'femurscreen train-seg COHORT.csv --out DIR' and pass that folder"
 )
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_model(model: VBNet, path: str | Path, dtype: torch.dtype = torch.float16) -> dict:
@@ -88,11 +82,8 @@ def read_manifest(weights_dir: str | Path) -> dict:
             else "no VB-Net weights manifest (manifest.json) in this folder"
         )
         raise ModelError(what, _RETRAIN + ", or use the classical segmentation engine", path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"the weights manifest is not valid JSON ({exc})", _RETRAIN, path) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_json_object(path, _RETRAIN)
+    if manifest.get("format") != FORMAT:
         raise ModelError(f"not a {FORMAT} manifest", _RETRAIN, path)
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(
@@ -123,27 +114,8 @@ def load_model(
     entry = manifest.get("models", {}).get(name)
     if not isinstance(entry, dict):
         raise ModelError(f"the manifest lists no '{name}' model", _RETRAIN, weights_dir / MANIFEST)
-    filename = str(entry.get("file", ""))
-    if not filename or Path(filename).name != filename or filename in {".", ".."}:
-        raise ModelError(
-            f"the manifest names an unsafe weights file {filename!r} for the '{name}' model",
-            _RETRAIN,
-            weights_dir / MANIFEST,
-        )
-    path = weights_dir / filename
-    if not path.is_file():
-        raise ModelError(f"the '{name}' weights file is missing", _RETRAIN, path)
-    data = path.read_bytes()
-    expected = str(entry.get("sha256", "")).lower()
-    actual = sha256_bytes(data)
-    if actual != expected:
-        raise ModelError(
-            f"the '{name}' weights file does not match its manifest (sha256 {actual[:16]}... "
-            f"instead of {expected[:16] or 'none'}...): it is corrupted, incomplete or was "
-            "replaced, and is refused",
-            _RETRAIN,
-            path,
-        )
+    path = member_path(weights_dir, entry.get("file"), f"the '{name}' model", _RETRAIN)
+    data = verified_bytes(path, entry.get("sha256"), f"the '{name}' weights file", _RETRAIN)
     try:
         state = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
