@@ -451,3 +451,70 @@ def test_features_csv_and_summary_carry_the_calibrated_density(real_run: dict) -
     assert {k: rows["right"][k] for k in BMD_COLUMNS} == {k: bmd[k] for k in BMD_COLUMNS}
     assert result["bmd"]["left"]["status"] != "ok"
     assert all(rows["left"][k] is None for k in BMD_COLUMNS)
+
+
+def test_report_shows_the_calibrated_density(real_run: dict) -> None:
+    """The report's density section carries result.json's numbers, labelled as a CT-derived
+    estimate, with the implant side's reason and the projection/calibration picture embedded."""
+    import base64
+    import re
+
+    from femurscreen.output.report import BMD_TITLE
+
+    out: Path = real_run["out"]
+    report = (out / "report.html").read_text(encoding="utf-8")
+    bmd = json.loads((out / "result.json").read_text(encoding="utf-8"))["bmd"]
+    assert BMD_TITLE in report and "not a DXA" in report
+    t = f"{bmd['right']['fn_t_score']:.2f}".replace("-", "−")
+    assert f"{t} ± {bmd['right']['t_score_sd']:.2f}" in report
+    assert f"{bmd['right']['fn_abmd_g_cm2']:.3f}" in report
+    assert "metal implant: texture and density are artefact" in report  # left column
+    assert "standard error of estimate 0.044 g/cm²" in report
+    figure = re.search(r'class="bmd-figure"[^>]*src="data:image/png;base64,([^"]+)"', report)
+    assert figure is not None
+    png = base64.b64decode(figure.group(1))
+    image = sitk.ReadImage(_write_bytes(out.parent / "bmd.png", png))
+    assert image.GetSize()[0] > 800  # the three-panel figure, not a placeholder
+    assert report.count("data:image/png;base64,") >= 4  # each femur, overview, density
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_render_html_density_refused_and_near_a_class_limit() -> None:
+    from femurscreen.output.report import BMD_TITLE
+
+    refused = {
+        "label": "CT-derived estimate",
+        "see_g_cm2": 0.044,
+        "calibration": {"status": "refused", "reason": "no fat peak in the body"},
+        "right": {"status": "calibration_refused", "reason": "no fat peak in the body"},
+        "left": {"status": "truncated", "reason": "segmentation status truncated: not graded"},
+    }
+    page = render_html({**_result(), "bmd": refused})
+    assert BMD_TITLE in page and "Calibration refused" in page
+    assert "no fat peak in the body" in page and "No density numbers" in page
+    assert "T-score neck" not in page  # no card line without numbers
+    graded = {
+        **refused,
+        "calibration": {"status": "ok"},
+        "right": {
+            "status": "ok",
+            "fn_abmd_g_cm2": 0.561,
+            "th_abmd_g_cm2": 0.64,
+            "fn_t_score": -2.48,
+            "th_t_score": -2.48,
+            "who_class": "osteopenia",
+            "t_score_sd": 0.37,
+            "flags": ["class_uncertain"],
+        },
+    }
+    page = render_html({**_result(reason="ROI incomplete here"), "bmd": graded})
+    assert "Calibration refused" not in page
+    assert "−2.48 ± 0.37" in page and "near a class limit" in page
+    assert "T-score neck −2.5, total hip −2.5" in page  # the right card's line
+    assert "ROI incomplete here" in page  # left column: the segmentation's reason
+    no_bmd = render_html(_result())
+    assert BMD_TITLE not in no_bmd

@@ -212,6 +212,14 @@ def recheck_anatomy(labels: sitk.Image, sides: Mapping[str, Any]) -> dict[str, A
 # Pieces of the result
 
 
+def flag_help(flag: str) -> str:
+    """A flag's plain words from the one flag table (``segmentation.flags.FLAGS``), the code in
+    words for a flag the table does not know (e.g. one from the density estimate)."""
+    from femurscreen.segmentation.flags import FLAG_HELP
+
+    return FLAG_HELP.get(str(flag)) or str(flag).replace("_", " ")
+
+
 def graded_sides(result: dict) -> list[str]:
     """The sides that received probabilities."""
     return [s for s in SIDES if result.get(s, {}).get("graded")]

@@ -12,8 +12,15 @@ Layout, from what a reader needs first to what they need last:
    orientation of the pictures: status, probability bars for the three classes, the predicted
    class, trabecular HU readouts, flags in plain words, axial and coronal pictures through the
    femur with the segmentation outlined in the side's colour;
-4. an overview of both femurs (to check left/right at a glance);
-5. technical details: models (sha256 prefixes, demo flags), input geometry, timing.
+4. the calibrated density (``femurscreen.bmd``): per side femoral-neck and total-hip aBMD,
+   T-scores and WHO class with their uncertainty, the DXA-like projection with the neck box and
+   the total-hip region and the calibration line; labelled a CT-derived estimate, not a DXA;
+   when the scan's calibration is refused, the reason instead of numbers;
+5. an overview of both femurs (to check left/right at a glance);
+6. technical details: models (sha256 prefixes, demo flags), input geometry, timing.
+
+Flag words come from the one flag table (``grading.flag_help``); statuses are compared as
+:class:`femurscreen.status.Status`.
 """
 
 from __future__ import annotations
@@ -21,17 +28,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from femurscreen.atomic import write_text
+from femurscreen.grading import flag_help
 from femurscreen.labels import CLASSES, SIDE_COLORS, SIDES
+from femurscreen.status import Status
 
 DEMO_BANNER = "DEMO MODEL — trained on synthetic data — not for clinical use"
 CLASS_COLORS = {"normal": "#2e8b57", "osteopenia": "#d08c00", "osteoporosis": "#c0392b"}
 CLASS_WORDS = {"normal": "Normal", "osteopenia": "Osteopenia", "osteoporosis": "Osteoporosis"}
+BMD_TITLE = "Calibrated density (CT-derived estimate, not DXA)"
 ROI_WORDS = {
     "head": "Femoral head",
     "neck": "Femoral neck",
@@ -61,6 +72,9 @@ def write_report(
 ) -> Path:
     """Render ``result`` (from :func:`femurscreen.screening.screen`) to a self-contained HTML."""
     pictures = render_pictures(ct, labels, result)
+    density = density_picture(ct, labels, result)
+    if density:
+        pictures["bmd"] = density
     return write_text(path, render_html(result, pictures))
 
 
@@ -105,6 +119,30 @@ def render_pictures(ct: sitk.Image, labels: sitk.Image, result: dict) -> dict[st
         axial, coronal = slices_through(ct, labels, centre=tuple(int(v) for v in index[::-1]))
         pictures["overview"] = _png([(axial, "Axial"), (coronal, "Coronal")], width_in=9.0)
     return pictures
+
+
+def density_picture(ct: sitk.Image, labels: sitk.Image, result: dict) -> str | None:
+    """The density read as a base64 PNG (``bmd.figure``: calibration line, each side's
+    projection with the neck box and total-hip region); None when ``result`` has no bmd block.
+
+    The projections are images, not JSON, so they are measured again here with the statuses the
+    grading used (the same deterministic call, so the same numbers as ``result["bmd"]``).
+    """
+    if not result.get("bmd"):
+        return None
+    from femurscreen.bmd import measure
+    from femurscreen.bmd.figure import save_figure
+
+    side_status = {}
+    for side in SIDES:
+        status = (result.get(side) or {}).get("status") or Status.NOT_FOUND
+        # "error" comes from features/classification after a side was segmented "ok"
+        side_status[side] = Status.OK if status == Status.ERROR else str(status)
+    block = measure(ct, labels, side_status=side_status, keep_images=True)
+    projections = block.pop("_projections", {})
+    with tempfile.TemporaryDirectory(prefix="femurscreen-bmd-") as folder:
+        png = save_figure(block, projections, Path(folder) / "bmd.png")
+        return base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 def _neck_centre(grid: sitk.Image, mask: np.ndarray, info: dict) -> tuple[int, int, int] | None:
@@ -208,47 +246,32 @@ def flag_sentences(side: str, info: dict) -> list[str]:
     """Plain-words explanations of a side's status and flags."""
     status = info.get("status")
     sentences = []
-    if status == "implant":
+    if status == Status.IMPLANT:
         sentences.append(
             f"Metal implant in the {side} femur: this side was not graded (metal and its "
             "artefacts replace bone texture and density)."
         )
-    elif status == "truncated":
+    elif status == Status.TRUNCATED:
         sentences.append(
             f"The {side} proximal femur is cut by the edge of the scan: this side was not "
             "graded (the measured region would not match the model's)."
         )
-    elif status == "not_found":
+    elif status == Status.NOT_FOUND:
         sentences.append(f"No {side} proximal femur was found in the scan.")
-    elif status == "error":
+    elif status == Status.ERROR:
         sentences.append(f"The {side} femur could not be graded: {info.get('reason') or ''}")
     if info.get("graded") and info.get("applicable") is False:
         sentences.append(
             "This femur's features lie outside the range of the model's training data: "
             "treat the probabilities as unreliable."
         )
+    # the status sentences above already say what these flags mean
     known = {"implant", "truncated", "feature_error", "classification_error"}
     known.add("outside_training_distribution")
     for flag in info.get("flags") or []:
         if flag not in known:
-            sentences.append(_flag_words(side, flag))
+            sentences.append(f"{side.capitalize()} femur: {flag_help(flag)}.")
     return sentences
-
-
-_FLAG_WORDS = {
-    "distal_fov_short": "The scan ends above the usual lower limit of the {side} ROI (below the "
-    "lesser trochanter): the region is shorter than defined, so read its numbers with care.",
-    "small": "The {side} femur segmentation is unusually small for a proximal femur: check it.",
-}
-
-
-def _flag_words(side: str, flag: str) -> str:
-    text = _FLAG_WORDS.get(flag)
-    if text:
-        return text.format(side=side)
-    from femurscreen.segmentation.flags import FLAG_HELP  # the segmentation flags' own words
-
-    return f"{side.capitalize()} femur: {FLAG_HELP.get(flag, flag.replace('_', ' '))}."
 
 
 def _summary_line(side: str, info: dict) -> str:
@@ -259,9 +282,9 @@ def _summary_line(side: str, info: dict) -> str:
         return f"{CLASS_WORDS.get(cls, cls)}{pct}"
     status = info.get("status") or "not graded"
     return {
-        "implant": "not graded — metal implant",
-        "truncated": "not graded — cut by the scan edge",
-        "not_found": "not found in the scan",
+        Status.IMPLANT: "not graded — metal implant",
+        Status.TRUNCATED: "not graded — cut by the scan edge",
+        Status.NOT_FOUND: "not found in the scan",
     }.get(status, "not graded")
 
 
@@ -311,7 +334,7 @@ def _density_table(density: dict) -> str:
     )
 
 
-def _side_card(side: str, info: dict, picture: str | None) -> str:
+def _side_card(side: str, info: dict, picture: str | None, bmd_line: str = "") -> str:
     graded = bool(info.get("graded"))
     badge_class = "ok" if graded else "muted"
     badge = "graded" if graded else _e((info.get("status") or "not graded").replace("_", " "))
@@ -338,9 +361,119 @@ def _side_card(side: str, info: dict, picture: str | None) -> str:
     if facts:
         parts.append('<p class="facts">' + _e(" · ".join(facts)) + "</p>")
     parts.append(_density_table(info.get("density") or {}))
+    parts.append(bmd_line)
     if picture:
         parts.append(
             f'<img class="slices" alt="Axial and coronal slices through the {side} femur" '
+            f'src="data:image/png;base64,{picture}">'
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _fmt(value, digits: int) -> str:
+    """A number for the page ("–" when absent; a real minus sign)."""
+    if value is None:
+        return "–"
+    return f"{float(value):.{digits}f}".replace("-", "−")
+
+
+def _bmd_line(side: str, result: dict) -> str:
+    """One line for a side's card: its CT-derived T-scores and WHO class, or nothing."""
+    block = (result.get("bmd") or {}).get(side) or {}
+    if block.get("status") != Status.OK:
+        return ""
+    who = block.get("who_class")
+    return (
+        '<p class="bmd-line">CT-derived estimate (not DXA): T-score neck '
+        f"{_e(_fmt(block.get('fn_t_score'), 1))}, total hip {_e(_fmt(block.get('th_t_score'), 1))}"
+        f" · <strong>{_e(CLASS_WORDS.get(who, who or '–'))}</strong></p>"
+    )
+
+
+def _bmd_section(result: dict, picture: str | None) -> str:
+    """The calibrated-density section: numbers per side, uncertainty, reference, picture."""
+    block = result.get("bmd")
+    if not block:
+        return ""
+    calibration = block.get("calibration") or {}
+    parts = [f'<section class="bmd"><h3>{_e(BMD_TITLE)}</h3>']
+    if block.get("label"):
+        parts.append(f'<p class="bmd-label">{_e(block["label"])}.</p>')
+    if calibration.get("status") != Status.OK:
+        parts.append(
+            '<p class="refused"><strong>Calibration refused</strong> '
+            f"({_e(str(calibration.get('status') or '').replace('_', ' '))}): "
+            f"{_e(calibration.get('reason') or 'no reason given')}. "
+            "No density numbers for this scan.</p>"
+        )
+    sides = {s: block.get(s) or {} for s in SIDE_ORDER}
+    see = block.get("see_g_cm2")
+    t_sd = next((b.get("t_score_sd") for b in sides.values() if b.get("t_score_sd")), None)
+
+    def t_cell(value) -> str:
+        text = _fmt(value, 2)
+        return text if value is None or t_sd is None else f"{text} ± {_fmt(t_sd, 2)}"
+
+    def who_cell(info: dict) -> str:
+        who = info.get("who_class")
+        if who is None:
+            return "–"
+        text = CLASS_WORDS.get(who, who)
+        return text + (
+            " (near a class limit)" if "class_uncertain" in info.get("flags", []) else ""
+        )
+
+    def status_cell(info: dict, side: str) -> str:
+        if info.get("status") == Status.OK:
+            return "measured"
+        graded = result.get(side) or {}
+        if info.get("status") == graded.get("status") and graded.get("reason"):
+            return str(graded["reason"])  # the segmentation's reason, as the side's card says
+        return (info.get("reason") or str(info.get("status") or "not measured")).rstrip(".")
+
+    rows = (
+        ("Status", status_cell),
+        ("Femoral neck aBMD (g/cm²)", lambda i, s: _fmt(i.get("fn_abmd_g_cm2"), 3)),
+        ("Total hip aBMD (g/cm²)", lambda i, s: _fmt(i.get("th_abmd_g_cm2"), 3)),
+        ("Femoral neck T-score", lambda i, s: t_cell(i.get("fn_t_score"))),
+        ("Total hip T-score", lambda i, s: t_cell(i.get("th_t_score"))),
+        ("WHO class (lower T-score)", lambda i, s: who_cell(i)),
+    )
+    head = "".join(
+        f"<th><span class='swatch' style='background:{_rgb(s)}'></span> {_e(s.capitalize())}</th>"
+        for s in SIDE_ORDER
+    )
+    body = "".join(
+        f"<tr><th>{_e(name)}</th>"
+        + "".join(f"<td class='num'>{_e(cell(sides[s], s))}</td>" for s in SIDE_ORDER)
+        + "</tr>"
+        for name, cell in rows
+    )
+    parts.append(
+        f'<table class="bmd-table"><thead><tr><th></th>{head}</tr></thead><tbody>{body}'
+        "</tbody></table>"
+    )
+    notes = []
+    for side in SIDE_ORDER:
+        flags = [f for f in sides[side].get("flags") or [] if f != "class_uncertain"]
+        if flags and sides[side].get("status") == Status.OK:
+            words = "; ".join(flag_help(f) for f in flags)
+            notes.append(f"{side.capitalize()}: {words}.")
+    if see is not None:
+        notes.append(
+            f"Uncertainty: standard error of estimate {_fmt(see, 3)} g/cm² against DXA "
+            + (f"(± {_fmt(t_sd, 2)} T-score units, 1 SD) " if t_sd is not None else "")
+            + "for a validated CT method; this phantomless estimate is not validated against "
+            "DXA, so that is a lower bound."
+        )
+    if block.get("reference"):
+        notes.append(f"T-scores against {block['reference']}.")
+    parts.append('<ul class="bmd-notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    if picture:
+        parts.append(
+            '<img class="bmd-figure" alt="Calibration line and the DXA-like projection of each '
+            'femur with the femoral-neck box and the total-hip region" '
             f'src="data:image/png;base64,{picture}">'
         )
     parts.append("</section>")
@@ -437,7 +570,10 @@ def render_html(result: dict, pictures: dict[str, str] | None = None) -> str:
         f"<strong>{_e(s.capitalize())}:</strong> {_e(_summary_line(s, result.get(s) or {}))}</li>"
         for s in SIDE_ORDER
     )
-    cards = "".join(_side_card(s, result.get(s) or {}, pictures.get(s)) for s in SIDE_ORDER)
+    cards = "".join(
+        _side_card(s, result.get(s) or {}, pictures.get(s), _bmd_line(s, result))
+        for s in SIDE_ORDER
+    )
     overview = ""
     if pictures.get("overview"):
         overview = (
@@ -454,12 +590,14 @@ def render_html(result: dict, pictures: dict[str, str] | None = None) -> str:
         created=_e(result.get("created_utc", "")),
         summary=summary,
         cards=cards,
+        bmd=_bmd_section(result, pictures.get("bmd")),
         overview=overview,
         technical=_technical(result),
         footer=_e(
             "Screening aid only. Probabilities come from a radiomics model of the proximal femur "
             "on CT; they are not a diagnosis. DXA remains the reference for bone mineral density. "
-            "HU values are uncalibrated and depend on scanner and protocol."
+            "HU values are uncalibrated and depend on scanner and protocol; the calibrated "
+            "density is a CT-derived estimate, not a DXA measurement."
         ),
     )
 
@@ -482,6 +620,7 @@ _TEMPLATE = """<!DOCTYPE html>
 </header>
 <ul class="summary">{summary}</ul>
 <div class="cards">{cards}</div>
+{bmd}
 {overview}
 {technical}
 <footer>{footer}</footer>
@@ -540,6 +679,18 @@ table { border-collapse:collapse; width:100%; font-size:13.5px; }
 .num { text-align:right !important; font-variant-numeric:tabular-nums; }
 img.slices, .overview img { width:100%; border-radius:4px; display:block; background:#000; }
 .overview { margin:20px 0 0; break-inside:avoid; }
+.bmd-line { margin:6px 0 10px; font-size:14px; }
+.bmd { margin:20px 0 0; break-inside:avoid; }
+.bmd-label { margin:0 0 8px; color:var(--muted); font-size:13px; }
+.bmd-table { max-width:860px; margin:0 0 8px; table-layout:fixed; }
+.bmd-table th, .bmd-table td { padding:4px 8px; border-bottom:1px solid var(--line); }
+.bmd-table th:first-child { width:230px; white-space:nowrap; }
+.bmd-table tbody th { text-align:left; color:var(--muted); font-weight:600; }
+.bmd-table thead th { text-align:right; }
+.bmd-notes { margin:6px 0 10px; padding-left:20px; color:var(--muted); font-size:13px; }
+.refused { background:#fff5e0; border-left:4px solid #d08c00; padding:8px 12px;
+  border-radius:4px; font-size:14px; }
+img.bmd-figure { width:100%; display:block; border:1px solid var(--line); border-radius:4px; }
 .technical { margin:22px 0 0; }
 .technical th { text-align:left; color:var(--muted); font-weight:600; width:180px;
   vertical-align:top; padding:3px 8px 3px 0; }
