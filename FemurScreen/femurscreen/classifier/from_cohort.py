@@ -18,6 +18,7 @@ import pandas as pd
 from femurscreen.classifier import columns as col
 from femurscreen.classifier.training import train_classifier
 from femurscreen.errors import FemurScreenError, InputError
+from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.labels import CLASSES, bone_status
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def train_classifier_from_cohort(
 ) -> Path:
     """Labels from the cohort, features from ``features_csv`` or extraction; writes ``out_dir``."""
     cohort_csv = Path(cohort_csv)
-    cohort = read_csv(cohort_csv, "cohort CSV")
+    cohort = read_cohort_csv(cohort_csv).frame()
     labels = cohort_labels(cohort, cohort_csv)
     if features_csv is not None:
         features_csv = Path(features_csv)

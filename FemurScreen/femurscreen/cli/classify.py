@@ -16,6 +16,7 @@ from femurscreen.classifier import columns as col
 from femurscreen.classifier.from_cohort import read_csv
 from femurscreen.classifier.persistence import DEMO_NOTICE
 from femurscreen.errors import InputError
+from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.status import Status
 
 NAME = "classify"
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_truth(features: pd.DataFrame, cohort_csv: Path) -> pd.DataFrame:
     """Attach each case's reference class from a cohort table."""
-    cohort = read_csv(cohort_csv, "cohort CSV")
+    cohort = read_cohort_csv(cohort_csv).frame()
     label = next((c for c in col.LABEL_COLUMNS if c in cohort.columns), None)
     if label is None or col.CASE not in cohort.columns:
         raise InputError(

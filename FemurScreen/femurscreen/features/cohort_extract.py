@@ -24,6 +24,7 @@ from femurscreen.errors import FemurScreenError, InputError
 from femurscreen.features.case import extract_case_features, split_requested
 from femurscreen.features.params import params_sha256, plan_features, resolve_params
 from femurscreen.features.table import features_frame, write_features_csv
+from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.status import Status
 
 log = logging.getLogger(__name__)
@@ -46,33 +47,9 @@ class CaseTask:
 
 def read_cohort(cohort_csv: str | Path) -> list[tuple[str, Path, Path]]:
     """(case_id, CT path, mask path) per row; paths resolved against the CSV's folder."""
-    cohort_csv = Path(cohort_csv)
-    if not cohort_csv.is_file():
-        raise InputError("cohort CSV not found", "check the path", path=cohort_csv)
-    try:
-        table = pd.read_csv(cohort_csv, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read the cohort CSV ({exc})", "write a CSV", cohort_csv) from exc
-    missing = [c for c in COHORT_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(
-            f"cohort CSV lacks column(s) {', '.join(missing)}",
-            "give columns case_id, ct, mask (paths relative to the CSV's folder)",
-            path=cohort_csv,
-        )
-    if table.empty:
-        raise InputError("cohort CSV has no cases", "add one row per case", path=cohort_csv)
-    duplicated = sorted(set(table["case_id"][table["case_id"].duplicated()]))
-    if duplicated:
-        raise InputError(
-            f"duplicate case_id(s) in the cohort: {', '.join(duplicated[:5])}",
-            "give every case a unique case_id",
-            path=cohort_csv,
-        )
-    folder = cohort_csv.resolve().parent
+    table = read_cohort_csv(cohort_csv, COHORT_COLUMNS)
     return [
-        (str(row.case_id).strip(), folder / str(row.ct).strip(), folder / str(row.mask).strip())
-        for row in table.itertuples(index=False)
+        (row["case_id"], table.path_of(row, "ct"), table.path_of(row, "mask")) for row in table.rows
     ]
 
 

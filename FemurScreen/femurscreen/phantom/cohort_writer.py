@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from femurscreen import __version__
 from femurscreen.errors import InputError
+from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.labels import T_NORMAL_MIN, T_OSTEOPOROSIS_MAX, bone_status
 from femurscreen.phantom.anatomy import PROXIMAL_FEMUR_CUT_BELOW_LESSER_TROCHANTER_MM
 from femurscreen.phantom.case import PhantomOptions, make_case
@@ -267,5 +268,5 @@ def make_cohort(
 
 
 def read_cohort(csv_path: str | Path) -> list[dict[str, str]]:
-    with Path(csv_path).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a phantom cohort CSV (text cells; paths relative to the CSV)."""
+    return read_cohort_csv(csv_path, CSV_COLUMNS).rows

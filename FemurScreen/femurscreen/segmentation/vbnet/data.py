@@ -13,7 +13,6 @@ predicts femur vs background.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from femurscreen.errors import InputError
+from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.labels import LEFT, RIGHT
 
 from .geometry import AIR_HU, Grid, centered_grid, shrink_for, world_grid
@@ -185,22 +185,8 @@ def read_cohort(csv_path: str | Path) -> Cohort:
     row, or a JSON file beside the CSV (same stem, or ``phantoms.json``/``manifest.json``)
     holding ``"synthetic": true``.
     """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise InputError("cohort CSV not found", "check the path", path=path)
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        rows = list(reader)
-    missing = [c for c in COHORT_COLUMNS if c not in columns]
-    if missing:
-        raise InputError(
-            f"cohort CSV lacks column(s) {', '.join(missing)} (has {', '.join(columns)})",
-            "write one row per case with case_id, ct and mask (paths relative to the CSV)",
-            path=path,
-        )
-    if not rows:
-        raise InputError("cohort CSV has no cases", "add one row per case", path=path)
+    table = read_cohort_csv(csv_path, COHORT_COLUMNS)
+    path, columns, rows = table.path, table.columns, table.rows
     synthetic = bool(columns and "synthetic" in columns) and all(
         str(r.get("synthetic", "")).strip().lower() in {"1", "true", "yes"} for r in rows
     )
