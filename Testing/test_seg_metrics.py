@@ -41,6 +41,11 @@ def test_dice_identical_disjoint_and_empty():
     b[:5, :5, :5] = True
     assert dice(a, b) == 0.0
     assert math.isnan(dice(np.zeros_like(a), np.zeros_like(a)))
+    # VB-Net validation's convention: nothing to find, nothing found is a perfect score
+    assert dice(np.zeros_like(a), np.zeros_like(a), empty=1.0) == 1.0
+    assert dice(np.zeros_like(a), a, empty=1.0) == 0.0
+    # label maps work directly: anything non-zero is inside
+    assert dice(a.astype(np.uint8) * 2, a) == pytest.approx(1.0)
     half = a.copy()
     half[20:] = False  # half the ball: Dice = 2 * |half| / (|a| + |half|)
     expected = 2 * half.sum() / (a.sum() + half.sum())

@@ -1,7 +1,11 @@
 """Segmentation accuracy per side: Dice, volume difference, 95 % Hausdorff distance.
 
 Definitions (all in physical units, on the reference's voxel grid):
-- Dice = 2 |P & R| / (|P| + |R|); NaN when both masks are empty.
+- Dice = 2 |P & R| / (|P| + |R|). Two empty masks have no overlap to measure: :func:`dice`
+  returns ``empty`` for them, NaN by default (evaluation: a side absent from both reference and
+  prediction has no score and drops out of the means). VB-Net validation passes ``empty=1.0``
+  (a crop without a femur, correctly left empty, is a perfect answer, and its loss curve must
+  not turn NaN). This is the package's only hard Dice; ``vbnet.losses`` has the soft one.
 - Volume difference: signed ``pred - ref`` in ml and in % of the reference volume (the paper
   reports volume difference next to Dice); the mean row averages absolute values.
 - HD95: surface voxels are the mask voxels with a face neighbour outside the mask; for each
@@ -39,10 +43,13 @@ class SideMetrics:
         return {k: (None if not math.isfinite(v) else round(v, 4)) for k, v in asdict(self).items()}
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+def dice(pred: np.ndarray, ref: np.ndarray, *, empty: float = math.nan) -> float:
+    """Dice of two masks (anything non-zero is inside); ``empty`` when both are empty (see the
+    module docstring for which callers want NaN and which 1.0)."""
+    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     total = int(pred.sum()) + int(ref.sum())
     if total == 0:
-        return float("nan")
+        return float(empty)
     return 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 

@@ -17,7 +17,8 @@ from itertools import product
 import numpy as np
 import SimpleITK as sitk
 
-AIR_HU = -1000.0  # value of anything outside the scanned field of view
+from femurscreen.hu import AIR_HU  # value of anything outside the scanned field of view
+
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 MIRROR_X = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 

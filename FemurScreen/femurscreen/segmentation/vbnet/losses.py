@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,12 +28,3 @@ def dice_ce_loss(
     denom = probs.sum(dims) + onehot.sum(dims)
     dice = (2 * inter + smooth) / (denom + smooth)
     return ce_weight * ce + dice_weight * (1.0 - dice[1:].mean())
-
-
-def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (nothing to find, nothing found)."""
-    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
-    total = int(pred.sum()) + int(ref.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, ref).sum()) / total

@@ -29,6 +29,7 @@ import torch
 from femurscreen import __version__
 from femurscreen.atomic import atomic_path
 from femurscreen.errors import FemurScreenError, InputError, ModelError
+from femurscreen.evaluation.seg_metrics import dice
 from femurscreen.labels import LEFT, RIGHT, SIDE_NAMES
 
 from .data import (
@@ -44,7 +45,7 @@ from .data import (
     read_cohort,
 )
 from .engine import COARSE_CLASSES_2, COARSE_CLASSES_3, hip_centers, resolve_device, side_map
-from .losses import dice_ce_loss, dice_score
+from .losses import dice_ce_loss
 from .network import VBNet, check_input_shape, parameter_count
 from .weights import (
     DEMO_NOTICE,
@@ -436,7 +437,7 @@ def validate(
             found = hip_centers(sides, grid, 2.0)
             for side in (LEFT, RIGHT):
                 if side in case.centroids:
-                    scores[side].append(dice_score(sides == side, y == side))
+                    scores[side].append(dice(sides == side, y == side, empty=1.0))
                     miss = side not in found
                     errors.append(
                         999.0 if miss else float(np.linalg.norm(found[side] - case.centroids[side]))
@@ -448,7 +449,7 @@ def validate(
                     if key not in cache:
                         cache[key] = sampler.pair(case, side)
                     x, y = cache[key]
-                    scores[side].append(dice_score(_predict(model, x, device) == 1, y == 1))
+                    scores[side].append(dice(_predict(model, x, device) == 1, y == 1, empty=1.0))
     out = {
         f"val_dice_{SIDE_NAMES[s]}": (float(np.mean(v)) if v else None) for s, v in scores.items()
     }
