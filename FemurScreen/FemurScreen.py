@@ -5,6 +5,7 @@ self-test. The widget is thin: it wires the panel built from ``Resources/UI/Femu
 to :class:`FemurScreenLib.logic.FemurScreenLogic`, which does every computation without Qt.
 """
 
+import html
 import logging
 import os
 from typing import Annotated
@@ -12,7 +13,13 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from FemurScreenLib.logic import ENGINE_CHOICES, FemurScreenLogic, PanelState, flag_words
+from FemurScreenLib.logic import (
+    ENGINE_CHOICES,
+    FemurScreenLogic,
+    PanelState,
+    density_text,
+    flag_words,
+)
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -535,6 +542,9 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         for side, label in (("left", self.ui.leftResultLabel), ("right", self.ui.rightResultLabel)):
             label.text = self._sideText(side, result.result.get(side) or {})
+            density = density_text(side, result.result)  # recomputed with every grading
+            if density:
+                label.text += "<br>" + html.escape(density)
         self.ui.resultsTableView.setMRMLTableNode(result.results_table)
         self.ui.featuresTableView.setMRMLTableNode(result.features_table)
         self.ui.probabilityPlotWidget.mrmlPlotViewNode().SetPlotChartNodeID(result.chart.GetID())

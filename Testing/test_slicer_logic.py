@@ -34,48 +34,6 @@ from FemurScreenLib.background import BackgroundProcess  # noqa: E402
 from FemurScreenLib.logic import ENGINE_CHOICES, FemurScreenLogic  # noqa: E402
 from slicer_harness import start_slicer_core  # noqa: E402
 
-
-def _core_has(module: str, name: str) -> bool:
-    """Whether a core API the Logic calls has landed (other helpers write it in parallel)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except ModuleNotFoundError:
-        return False
-    if spec is None:
-        return False
-    mod = importlib.import_module(module)
-    try:
-        getattr(mod, name)
-    except (AttributeError, ImportError):
-        return False
-    return True
-
-
-def _model_available() -> bool:
-    if not _core_has("femurscreen.classifier", "default_model_dir"):
-        return False
-    from femurscreen.classifier import default_model_dir
-
-    try:
-        return (default_model_dir() / "manifest.json").exists()
-    except Exception:
-        return False
-
-
-needs_segmentation = pytest.mark.skipif(
-    not _core_has("femurscreen.segmentation", "segment"),
-    reason="femurscreen.segmentation.segment has not landed yet (issue: core segmentation)",
-)
-needs_model = pytest.mark.skipif(
-    not _model_available(),
-    reason="the shipped classifier (Resources/Models/classifier-demo) has not landed yet",
-)
-needs_segment_verb = pytest.mark.skipif(
-    not (ROOT / "FemurScreen" / "femurscreen" / "cli" / "segment.py").exists(),
-    reason="the 'femurscreen segment' verb has not landed yet",
-)
-
-
 # ---------------------------------------------------------------------------- fixtures
 
 
@@ -321,18 +279,13 @@ def test_seg_nrrd_export_rereads_with_slicer_and_with_the_core(scene, real_ct_pa
         np.testing.assert_allclose(segment.GetColor(), spec.color, atol=1e-5)
     assert np.array_equal(seg_io.read_labels(again, volume).labels, labels)
 
-    if _core_has("femurscreen.io.segfile", "read_seg_nrrd"):
-        from femurscreen.io.segfile import read_seg_nrrd
+    from femurscreen.io.segfile import read_seg_nrrd
 
-        core_labels = read_seg_nrrd(path)
-        assert core_labels.GetSize() == volume_convert.volume_to_image(volume).GetSize()
-        assert np.array_equal(sitk.GetArrayViewFromImage(core_labels), labels)
+    core_labels = read_seg_nrrd(path)
+    assert core_labels.GetSize() == volume_convert.volume_to_image(volume).GetSize()
+    assert np.array_equal(sitk.GetArrayViewFromImage(core_labels), labels)
 
 
-@pytest.mark.skipif(
-    not _core_has("femurscreen.io.segfile", "write_seg_nrrd"),
-    reason="femurscreen.io.segfile missing",
-)
 def test_core_seg_nrrd_file_loads_in_slicer_as_the_module_writes_it(scene, real_ct_path, tmp_path):
     """The CLI's .seg.nrrd (written without Slicer) is what Slicer's reader expects."""
     from femurscreen.io.segfile import write_seg_nrrd
@@ -397,6 +350,55 @@ def test_tables_and_chart_have_the_expected_columns(scene):
     assert scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == n_series - 1
 
 
+def _column(table_node, name: str) -> list:
+    """A results/features table column as Python values (NaN for an empty number)."""
+    column = table_node.GetTable().GetColumnByName(name)
+    assert column is not None, name
+    return [column.GetVariantValue(i).ToString() if column.IsA("vtkStringArray")
+            else column.GetValue(i) for i in range(column.GetNumberOfTuples())]  # fmt: skip
+
+
+def test_results_table_shows_t_scores_beside_the_probabilities(scene):
+    """The CT-derived T-scores and WHO class sit in the results table next to P(class), titled
+    as an estimate; a side whose density was not measured shows them empty, and the density
+    numbers never appear as features."""
+    from FemurScreenLib.logic import density_text, display_row
+
+    result = {
+        "right": {"status": "ok", "graded": True, "probabilities": {c: 1 / 3 for c in CLASSES}},
+        "left": {"status": "implant", "graded": False, "reason": "metal implant"},
+        "bmd": {
+            "calibration": {"status": "ok"},
+            "right": {"status": "ok", "fn_abmd_g_cm2": 0.61, "th_abmd_g_cm2": None,
+                      "fn_t_score": -2.07, "th_t_score": None, "who_class": "osteopenia",
+                      "t_score_sd": 0.37, "flags": []},
+            "left": {"status": "implant", "reason": "metal inside the femur: not graded",
+                     "fn_t_score": None, "who_class": None},
+        },
+    }  # fmt: skip
+    rows = [display_row(s, result[s], result["bmd"][s]) for s in ("right", "left")]
+    table = tables.results_table(scene, rows)
+    names = [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())]
+    assert names.index("fn_t_score") == names.index("p_osteoporosis") + 1
+    assert "not DXA" in table.GetColumnTitle("fn_t_score")
+    fn = _column(table, "fn_t_score")
+    assert fn[0] == pytest.approx(-2.07) and math.isnan(fn[1])
+    assert math.isnan(_column(table, "th_t_score")[0])
+    assert _column(table, "who_class") == ["osteopenia", ""]
+    assert density_text("right", result) == (
+        "T-score neck -2.1 ± 0.4, total hip -, WHO osteopenia (CT-derived estimate, not DXA)"
+    )
+    assert density_text("left", result).startswith("CT-derived estimate, not DXA: not measured")
+    refused = {**result, "bmd": {**result["bmd"], "calibration": {"status": "refused",
+               "reason": "no fat peak"}, "right": {"status": "calibration_refused"}}}  # fmt: skip
+    assert "calibration refused (no fat peak)" in density_text("right", refused)
+    assert density_text("right", {"right": result["right"]}) == ""  # no density block at all
+    features = tables.features_table(
+        scene, [{"side": "right", "f_a": 1.0, "fn_t_score": -2.07, "fn_abmd_g_cm2": 0.61}]
+    )
+    assert _column(features, "feature") == ["f_a"]
+
+
 def test_parameter_node_is_a_singleton_with_the_module_name(scene):
     logic = FemurScreenLogic(scene)
     node = logic.getParameterNode()
@@ -447,8 +449,6 @@ def test_model_location_matches_the_core():
 
 
 def test_engine_choices_match_the_core():
-    if not _core_has("femurscreen.segmentation", "ENGINES"):
-        pytest.skip("femurscreen.segmentation.ENGINES has not landed yet")
     from femurscreen.segmentation import ENGINES
 
     names = set(ENGINES) if not isinstance(ENGINES, dict) else set(ENGINES.keys())
@@ -528,8 +528,6 @@ def test_declined_installation_installs_nothing():
 @pytest.fixture(scope="module")
 def segmented(core, real_ct_path):
     """The real sample CT segmented by the real core, in the module's scene."""
-    if not _core_has("femurscreen.segmentation", "segment"):
-        pytest.skip("femurscreen.segmentation.segment has not landed yet")
     volume = _load_volume(core.scene, real_ct_path, "sample CT")
     logic = FemurScreenLogic(core.scene)
     started = time.perf_counter()
@@ -537,7 +535,6 @@ def segmented(core, real_ct_path):
     return logic, volume, node, time.perf_counter() - started
 
 
-@needs_segmentation
 def test_process_writes_a_new_coded_segmentation_of_the_real_ct(segmented, real_ct_path):
     logic, volume, node, _seconds = segmented
     assert node.GetName().startswith("sample CT femur")
@@ -557,8 +554,6 @@ def test_process_writes_a_new_coded_segmentation_of_the_real_ct(segmented, real_
     assert not logic.is_edited(node)
 
 
-@needs_segmentation
-@needs_model
 def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_path):
     logic, volume, node, _ = segmented
     first = logic.compute(volume, node)
@@ -571,6 +566,7 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
     for side in graded:
         p = first.result[side]["probabilities"]
         assert math.isclose(sum(p.values()), 1.0, abs_tol=1e-6)
+    _assert_density_shown(first)
 
     side = graded[0]
     segment_id = seg_io.side_segment_ids(node)[side][0]
@@ -596,6 +592,7 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
     assert second.result[side]["volume_ml"] < first.result[side]["volume_ml"]
     p1, p2 = first.result[side]["probabilities"], second.result[side]["probabilities"]
     assert any(not math.isclose(p1[c], p2[c], abs_tol=1e-9) for c in CLASSES)
+    _assert_density_shown(second)  # the density was measured again on the edited mask
 
     # Exports: CSV (one row per side), result.json in the CLI's format, the HTML report.
     csv_path = logic.export_csv(second, tmp_path / "femur.csv")
@@ -603,6 +600,9 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
 
     frame = pd.read_csv(csv_path)
     assert list(frame["side"]) == ["left", "right"]
+    for side, t in zip(frame["side"], frame["fn_t_score"], strict=True):
+        expected = second.result["bmd"][side]["fn_t_score"]
+        assert (math.isnan(t) and expected is None) or t == pytest.approx(expected)
     data = json.loads(
         logic.export_json(second, tmp_path / "result.json").read_text(encoding="utf-8")
     )
@@ -614,8 +614,6 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
         assert "<html" in html.lower()
 
 
-@needs_segmentation
-@needs_model
 def test_an_edit_that_leaves_no_femur_is_not_graded(segmented):
     """An edit that leaves no valid femur on a side: that side reports why, nothing raises."""
     logic, volume, _, _ = segmented
@@ -630,10 +628,28 @@ def test_an_edit_that_leaves_no_femur_is_not_graded(segmented):
     third = logic.compute(volume, node)
     assert not third.result[side]["graded"]
     assert third.result[side]["reason"].startswith("after editing")
+    # The density follows the guard: no T-score for a side that is no longer a femur.
+    assert first.result["bmd"][side]["status"] == "ok"
+    assert third.result["bmd"][side]["status"] != "ok"
+    row = ["left", "right"].index(side)
+    assert math.isnan(_column(third.results_table, "fn_t_score")[row])
+    _assert_density_shown(third)
 
 
-@needs_segmentation
-@needs_segment_verb
+def _assert_density_shown(shown) -> None:
+    """The results table's T-score columns are the result's bmd block, side by side."""
+    bmd = shown.result["bmd"]
+    sides = [_column(shown.results_table, "side")][0]
+    for key in ("fn_t_score", "th_t_score"):
+        for side, value in zip(sides, _column(shown.results_table, key), strict=True):
+            expected = bmd[side][key] if bmd[side]["status"] == "ok" else None
+            assert (math.isnan(value) and expected is None) or value == pytest.approx(expected)
+    whos = _column(shown.results_table, "who_class")
+    assert whos == [bmd[s]["who_class"] or "" if bmd[s]["status"] == "ok" else "" for s in sides]
+    features = _column(shown.features_table, "feature")
+    assert not {"fn_t_score", "who_class", "fn_abmd_g_cm2"} & set(features)
+
+
 def test_background_segmentation_matches_in_process(segmented):
     logic, volume, _, _ = segmented
     node = logic.process(volume)  # fresh: other tests edit the module's shared segmentation
@@ -648,9 +664,6 @@ def test_background_segmentation_matches_in_process(segmented):
     assert np.array_equal(ours == RIGHT, reference == RIGHT)
 
 
-@needs_segmentation
-@needs_segment_verb
-@needs_model
 @pytest.mark.parametrize("kind", ["segmentation", "grading"])
 def test_background_jobs_can_be_cancelled(segmented, kind):
     logic, volume, node, _ = segmented
@@ -677,8 +690,6 @@ def test_child_environment_puts_the_core_on_the_path():
     assert (CORE_DIR / "femurscreen" / "__init__.py").exists()
 
 
-@needs_segmentation
-@needs_segment_verb
 @pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason="torch not installed (.venv-312: PyPI's torch 2.13.0 for 3.12 is the CUDA build)",
@@ -714,8 +725,6 @@ def _comparable(result: dict) -> dict:
     return out
 
 
-@needs_segmentation
-@needs_model
 def test_background_grading_equals_in_process_on_the_real_ct(segmented):
     """The GUI's grading (a child process) gives exactly what compute() gives in-process."""
     logic, volume, _, _ = segmented
@@ -736,8 +745,6 @@ def test_background_grading_equals_in_process_on_the_real_ct(segmented):
     assert there.results_table.GetNumberOfRows() == 2
 
 
-@needs_segmentation
-@needs_model
 def test_slicer_and_cli_grade_the_same_labels_identically(segmented, tmp_path):
     """Slicer's Logic and screen() both call femurscreen.grading.grade: same labels, same
     features and probabilities (no copy of the sequence that could drift)."""
@@ -803,7 +810,6 @@ def _air_volume(scene):
     return volume
 
 
-@needs_segment_verb
 def test_failed_segmentation_resets_the_panel(scene):
     from FemurScreenLib.logic import PanelState
 
@@ -822,8 +828,6 @@ def test_failed_segmentation_resets_the_panel(scene):
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
 
 
-@needs_segmentation
-@needs_model
 def test_failed_recompute_clears_the_stale_result(core, real_ct_path, tmp_path):
     """After a failed grading the old result is neither shown nor exportable."""
     from FemurScreenLib.logic import PanelState

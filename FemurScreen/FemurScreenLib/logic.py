@@ -19,6 +19,8 @@ GUI, in Slicer's Python console, in the module's self-test and in pytest on ``sl
 
 Results follow the core's rules (:mod:`femurscreen.screening`): a side whose segmentation found
 a metal implant or a cut by the scan edge is not graded, and a demo model is labelled as such.
+Beside the probabilities each side shows the calibrated density's T-scores and WHO class
+(``result["bmd"]``), labelled a CT-derived estimate, not a DXA, with its uncertainty.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 from femurscreen.errors import FemurScreenError, InputError
-from femurscreen.grading import summary_row
+from femurscreen.grading import bmd_numbers, flag_help, summary_rows
 from femurscreen.labels import CLASSES, SIDES
+from femurscreen.status import Status
 from femurscreen.values import finite_number, json_safe
 
 from FemurScreenLib import segments as seg_io
@@ -83,7 +86,7 @@ class MissingPackagesError(FemurScreenError):
 class SideInfo:
     """What the segmentation said about one side (duck-types the core's ``SideResult``)."""
 
-    status: str = "ok"
+    status: str = Status.OK
     flags: list[str] = field(default_factory=list)
     volume_ml: float | None = None
 
@@ -93,10 +96,10 @@ class SideInfo:
     @classmethod
     def of(cls, side: Any) -> SideInfo:
         if side is None:
-            return cls(status="not_found")
+            return cls(status=Status.NOT_FOUND)
         if isinstance(side, dict):
             return cls(
-                status=str(side.get("status", "ok")),
+                status=str(side.get("status", Status.OK)),
                 flags=[str(f) for f in side.get("flags") or []],
                 volume_ml=finite_number(side.get("volume_ml")),
             )
@@ -127,10 +130,8 @@ class ScreeningResult:
         return bool(self.result.get("demo"))
 
     def side_rows(self) -> list[dict]:
-        """One summary row per side (the columns of the batch summary CSV)."""
-        return [
-            summary_row(self.result.get("case", ""), s, self.result.get(s) or {}) for s in SIDES
-        ]
+        """One summary row per side (the columns of the batch summary CSV, density included)."""
+        return summary_rows(self.result.get("case", ""), self.result)
 
 
 class ChildJob:
@@ -604,13 +605,13 @@ class FemurScreenLogic:
             if side not in masks.segment_ids:
                 sides[side] = None
                 continue
-            found = SideInfo.of(info["sides"].get(side) or {"status": "ok"})
+            found = SideInfo.of(info["sides"].get(side) or {"status": Status.OK})
             count = int((masks.labels == seg_io.SEGMENTS[side].label).sum())
             found.volume_ml = round(count * voxel_ml, 3)
             if count == 0:
-                found.status = "not_found"
+                found.status = Status.NOT_FOUND
             sides[side] = found
-        if all(s is None or s.status == "not_found" for s in sides.values()):
+        if all(s is None or s.status == Status.NOT_FOUND for s in sides.values()):
             raise InputError(
                 f"segmentation '{segmentation_node.GetName()}' has no left or right femur voxels",
                 "press Segment, or paint the femur in the Segment Editor (segment names must "
@@ -684,13 +685,10 @@ class FemurScreenLogic:
             return segmentation_node.GetNodeReference(role)
 
         features = tables.features_table(scene, rows, ref(REF_FEATURES), f"{base} features")
-        results = tables.results_table(
-            scene, [display_row(s, result.get(s) or {}) for s in SIDES], ref(REF_RESULTS),
-            f"{base} results",
-        )  # fmt: skip
-        graded = [
-            display_row(s, result.get(s) or {}) for s in SIDES if result.get(s, {}).get("graded")
-        ]
+        bmd = result.get("bmd") or {}
+        rows_shown = [display_row(s, result.get(s) or {}, bmd.get(s)) for s in SIDES]
+        results = tables.results_table(scene, rows_shown, ref(REF_RESULTS), f"{base} results")
+        graded = [row for row in rows_shown if result.get(row["side"], {}).get("graded")]
         probabilities, chart = tables.probability_chart(
             scene, graded, ref(REF_PROBABILITIES), ref(REF_CHART), f"{base} probabilities"
         )
@@ -962,30 +960,54 @@ def _parse_json(text: str) -> dict:
 
 
 def flag_words(flags: Sequence[str]) -> list[str]:
-    """Plain-words explanation of segmentation/grading flags (the core's wording)."""
-    try:
-        from femurscreen.segmentation.flags import FLAG_HELP
-    except ImportError:  # pragma: no cover - an older core without the help table
-        FLAG_HELP = {}
-    extra = {
-        "outside_training_distribution": "outside the training data: probabilities unreliable",
-        "feature_error": "features could not be computed",
-        "classification_error": "could not be classified",
-    }
-    return [FLAG_HELP.get(f) or extra.get(f) or f.replace("_", " ") for f in flags]
+    """Plain-words explanation of flags, from the core's one flag table."""
+    return [flag_help(f) for f in flags]
 
 
-def display_row(side: str, info: dict) -> dict:
-    """What the results table shows for one side."""
+DENSITY_LABEL = "CT-derived estimate, not DXA"
+
+
+def display_row(side: str, info: dict, bmd: dict | None = None) -> dict:
+    """What the results table shows for one side (``bmd``: the side's calibrated-density
+    block, whose T-scores and WHO class sit beside the probabilities)."""
     probabilities = info.get("probabilities") or {}
     note = info.get("reason") or info.get("reliability") or ""
+    numbers = bmd_numbers(bmd)
     return {
         "side": side,
         "status": info.get("status") or "",
         "predicted": info.get("predicted") or "",
         **{f"p_{c}": probabilities.get(c) for c in CLASSES},
+        "fn_t_score": numbers["fn_t_score"],
+        "th_t_score": numbers["th_t_score"],
+        "who_class": numbers["who_class"] or "",
         "applicable": info.get("applicable"),
         "volume_ml": info.get("volume_ml"),
         "flags": ", ".join(info.get("flags") or []),
         "note": note,
     }
+
+
+def density_text(side: str, result: dict) -> str:
+    """One line for the panel: the side's CT-derived T-scores (with their SD) and WHO class, or
+    why there are none; empty when the result has no density block."""
+    block = result.get("bmd")
+    if not block:
+        return ""
+    info = block.get(side) or {}
+    if info.get("status") != Status.OK:
+        calibration = block.get("calibration") or {}
+        if calibration.get("status") not in (None, Status.OK):
+            return f"{DENSITY_LABEL}: calibration refused ({calibration.get('reason') or ''})"
+        return f"{DENSITY_LABEL}: not measured ({info.get('reason') or info.get('status')})"
+    sd = info.get("t_score_sd")
+
+    def t(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
+
+    return (
+        f"T-score neck {t(info.get('fn_t_score'))}, total hip {t(info.get('th_t_score'))}, "
+        f"WHO {info.get('who_class') or '-'} ({DENSITY_LABEL})"
+    )

@@ -42,6 +42,7 @@ from femurscreen.atomic import atomic_path
 from femurscreen.errors import FemurScreenError, InputError, NoFemurError
 from femurscreen.io.labelio import same_grid
 from femurscreen.labels import SIDES
+from femurscreen.status import Status
 
 from FemurScreenLib import segments as seg_io
 from FemurScreenLib.volume_convert import image_to_volume
@@ -608,7 +609,7 @@ class ReviewSession:
             "sides": {s: r.to_dict() for s, r in result.sides.items()},
             "model": dict(result.model or {}),
         }
-        flagged = [f"{s}: {r.status}" for s, r in result.sides.items() if r.status != "ok"]
+        flagged = [f"{s}: {r.status}" for s, r in result.sides.items() if r.status != Status.OK]
         return result.labels, info, ("; ".join(flagged) if flagged else "")
 
     def next(self) -> LoadedCase | None:

@@ -13,15 +13,22 @@ from collections.abc import Mapping, Sequence
 
 import vtk
 from femurscreen.labels import CLASSES, SIDE_COLORS
+from femurscreen.output.columns import BMD_COLUMNS
 
-# Columns of a features row that are not features.
-NON_FEATURE_KEYS = frozenset({"case_id", "side", "status", "error", "radiomics_params_sha256"})
+# Columns of a features row that are not features (the density estimate is shown as a result).
+NON_FEATURE_KEYS = frozenset(
+    {"case_id", "side", "status", "error", "radiomics_params_sha256", *BMD_COLUMNS}
+)
+NUMBER_COLUMNS = frozenset({*(f"p_{c}" for c in CLASSES), "volume_ml", "fn_t_score", "th_t_score"})
 
 RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("side", "Side"),
     ("status", "Status"),
     ("predicted", "Predicted class"),
     *((f"p_{c}", f"P({c})") for c in CLASSES),
+    ("fn_t_score", "T-score neck (CT est., not DXA)"),
+    ("th_t_score", "T-score total hip (CT est., not DXA)"),
+    ("who_class", "WHO class (CT est.)"),
     ("applicable", "Within training data"),
     ("volume_ml", "Mask volume (ml)"),
     ("flags", "Flags"),
@@ -106,7 +113,7 @@ def results_table(scene, results: Sequence[Mapping], node=None, name: str = "Fem
     columns: list[vtk.vtkAbstractArray] = []
     for key, _title in RESULT_COLUMNS:
         values = [row.get(key) for row in results]
-        if key.startswith("p_") or key == "volume_ml":
+        if key in NUMBER_COLUMNS:
             columns.append(_double_column(key, [_numeric(v) for v in values]))
         elif key == "applicable":
             columns.append(_string_column(key, ["yes" if v else "no" for v in values]))
