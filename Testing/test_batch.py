@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from femurscreen.batch import SUMMARY_COLUMNS, batch, discover_cases
+from femurscreen.batch import SUMMARY_COLUMNS, batch, discover, discover_cases
 from femurscreen.cli import main
 from femurscreen.errors import InputError
 from femurscreen.phantom import PhantomOptions, make_case
@@ -139,9 +139,10 @@ def test_csv_input_relative_paths_and_missing_file(
 
 
 def test_discovery_of_folders_and_refusals(tmp_path: Path, real_dicom_dir: Path) -> None:
-    (tmp_path / "series1").mkdir()
+    shutil.copytree(real_dicom_dir, tmp_path / "series1")
+    (tmp_path / "two slices").mkdir()  # a fragment: listed as not screened, not a case
     for dicom in sorted(real_dicom_dir.iterdir())[:2]:
-        (tmp_path / "series1" / dicom.name).write_bytes(dicom.read_bytes())
+        (tmp_path / "two slices" / dicom.name).write_bytes(dicom.read_bytes())
     (tmp_path / "case two").mkdir()
     (tmp_path / "case two" / "ct.nrrd").write_bytes(b"x")
     (tmp_path / "case3").mkdir()
@@ -159,6 +160,10 @@ def test_discovery_of_folders_and_refusals(tmp_path: Path, real_dicom_dir: Path)
         "case3": "ct.nii.gz",
         "series1": "series1",
     }
+    _, skipped = discover(tmp_path)
+    assert [(s.name[:7], s.reason) for s in skipped] == [
+        ("series-", "only 2 slice(s), fewer than 10")
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no CT files"):

@@ -3,10 +3,14 @@
 INPUT is a folder or a CSV:
 
 - a folder: every CT file in it (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``,
-  ``.mhd``; case_id = file name without extension), every sub-folder holding a DICOM series
-  (case_id = folder name), and every sub-folder holding exactly one CT file, or one named
-  ``ct.*`` beside others such as a label map (case_id = folder name). Hidden entries, result
-  folders and the output folder itself are ignored;
+  ``.mhd``; case_id = file name without extension), every sub-folder holding exactly one CT
+  file, or one named ``ct.*`` beside others such as a label map (case_id = folder name), and
+  every axial CT series of the DICOM files anywhere below it (:mod:`femurscreen.dicom.tree`:
+  one case per series, found by Study/SeriesInstanceUID; case_id = its folder's name, with the
+  series number when the folder holds several). DICOM series that are not screenable CTs
+  (localisers, reformats, other modalities, a few slices) are listed with the reason in
+  ``batch-index.json`` and as ``skipped`` rows of the summary; they are not failures. Hidden
+  entries, result folders and the output folder itself are ignored;
 - a CSV with a column ``ct`` (paths; relative ones are relative to the CSV's folder) and an
   optional ``case_id`` column (otherwise derived from the path as above).
 
@@ -46,38 +50,36 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pandas as pd
 
 from femurscreen.atomic import atomic_path, check_output_folder, process_alive, write_text
 from femurscreen.errors import FemurScreenError, InputError
-from femurscreen.io.ctio import looks_like_dicom
-from femurscreen.labels import CLASSES, SIDES
+from femurscreen.grading import summary_rows
+from femurscreen.labels import SIDES
+from femurscreen.output.columns import SUMMARY_COLUMNS as SIDE_COLUMNS
+
+if TYPE_CHECKING:
+    from femurscreen.dicom.web import DicomWeb, RemoteSeries
 
 log = logging.getLogger(__name__)
 
 CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SUMMARY = "summary.csv"
-SUMMARY_COLUMNS = (
-    "case_id",
-    "side",
-    "status",
-    "predicted",
-    *(f"p_{c}" for c in CLASSES),
-    "volume_ml",
-    "flags",
-    "error",
-    "applicable",
-    "graded",
-)
+# The per-side columns are the grading module's (grading.summary_rows); the batch adds the
+# study a DICOM case came from and why a DICOM series was not screened. Add, never rename.
+SUMMARY_COLUMNS = (*SIDE_COLUMNS, "study", "reason")
+SKIPPED = "skipped"  # the status of a summary row for a DICOM series that was not screened
 _SUMMARY_EVERY_S = 10.0  # rewrite summary.csv at most this often while running
 
 
@@ -89,6 +91,20 @@ class Case:
     case_id: str
     path: Path
     given: bool = False
+    key: str = ""  # input key when not that of ``path`` alone (a DICOM series: all its files)
+    files: tuple[Path, ...] = ()  # a DICOM series spread over folders: staged before reading
+    study: str = ""  # the study it belongs to, as the summary shows it (DICOM only)
+
+
+@dataclass(frozen=True)
+class SkippedSeries:
+    """A DICOM series that is not screened, with why (a row of the summary, not a failure)."""
+
+    name: str
+    reason: str
+    study: str = ""
+    info: dict | None = None
+    failed: bool = False  # a whole study without a CT series to screen (DICOMweb): a failure
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,13 @@ class Outcome:
 
 def discover_cases(inputs: str | Path, out_dir: str | Path | None = None) -> list[Case]:
     """The cases of a folder or a CSV (see module doc), in a stable order."""
+    return discover(inputs, out_dir)[0]
+
+
+def discover(
+    inputs: str | Path, out_dir: str | Path | None = None, include_identifiers: bool = False
+) -> tuple[list[Case], list[SkippedSeries]]:
+    """The cases of a folder or a CSV, and the DICOM series of a folder that are not screened."""
     inputs = Path(inputs).expanduser()
     if not inputs.exists():
         raise InputError("not found", "pass a folder of CTs or a CSV with a 'ct' column", inputs)
@@ -120,8 +143,10 @@ def discover_cases(inputs: str | Path, out_dir: str | Path | None = None) -> lis
                 "screen one CT with 'femurscreen screen', or pass a folder or a CSV",
                 inputs,
             )
-        return _cases_from_csv(inputs)
-    return _cases_from_folder(inputs, None if out_dir is None else Path(out_dir))
+        return _cases_from_csv(inputs), []
+    return _cases_from_folder(
+        inputs, None if out_dir is None else Path(out_dir), include_identifiers
+    )
 
 
 def _cases_from_csv(path: Path) -> list[Case]:
@@ -157,24 +182,27 @@ def _cases_from_csv(path: Path) -> list[Case]:
     return _unique([(cid, ct) for cid, ct, _ in cases], [g for _, _, g in cases])
 
 
-def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
+def _cases_from_folder(
+    folder: Path, out_dir: Path | None, include_identifiers: bool = False
+) -> tuple[list[Case], list[SkippedSeries]]:
+    from femurscreen.dicom.tree import index_tree
+
     skip = out_dir.resolve() if out_dir is not None else None
+    series = index_tree(folder, skip=[] if skip is None else [skip])
+    dicom_folders = {p.parent.resolve() for s in series for p in s.files}
     found: list[tuple[str, Path]] = []
-    direct_dicom = False
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
             continue
         if entry.is_file():
             if _is_ct_file(entry):
                 found.append((case_name(entry), entry))
-            elif looks_like_dicom(entry):
-                direct_dicom = True
         elif entry.is_dir():
             if (entry / "result.json").exists():
                 continue  # a FemurScreen output folder, not an input
-            if _holds_dicom(entry):
-                found.append((case_name(entry), entry))
-                continue
+            here = entry.resolve()
+            if any(f == here or here in f.parents for f in dicom_folders):
+                continue  # DICOM: one case per series, below
             files = [p for p in entry.iterdir() if p.is_file() and _is_ct_file(p)]
             named_ct = [p for p in files if case_name(p).lower() == "ct"]
             if len(files) > 1 and len(named_ct) == 1:
@@ -187,31 +215,83 @@ def _cases_from_folder(folder: Path, out_dir: Path | None) -> list[Case]:
                     entry,
                     len(files),
                 )
-    if not found and direct_dicom:
-        found.append((case_name(folder), folder))  # the folder itself is one DICOM series
-    if not found:
+    dicom_cases, skipped = _dicom_cases(folder, series, include_identifiers)
+    if not found and not dicom_cases:
+        if skipped:
+            reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5])
+            raise InputError(
+                f"holds {len(skipped)} DICOM series but none is an axial CT series to screen "
+                f"({reasons})",
+                "pass the folder of the patient's axial CT series (not only scouts, reformats "
+                "or other modalities)",
+                folder,
+            )
         raise InputError(
             "holds no CT files (.nii, .nii.gz, .nrrd, .mha, ...) and no DICOM series folders",
             "pass a folder of CTs, a folder of DICOM series folders, or a CSV with a 'ct' column",
             folder,
         )
-    return _unique(found)
+    named = _unique([*found, *((c.case_id, c.path) for c in dicom_cases)])
+    cases = named[: len(found)]
+    for case, source in zip(named[len(found) :], dicom_cases, strict=True):
+        cases.append(
+            Case(case.case_id, case.path, key=source.key, files=source.files, study=source.study)
+        )
+    return cases, skipped
+
+
+def _dicom_cases(
+    root: Path, series: list, include_identifiers: bool
+) -> tuple[list[Case], list[SkippedSeries]]:
+    """One case per chosen series; the others as skipped rows (see femurscreen.dicom.tree)."""
+    per_folder: dict[Path, int] = {}
+    for item in series:
+        for parent in item.folders:
+            per_folder[parent] = per_folder.get(parent, 0) + 1
+    cases, skipped = [], []
+    for item in series:
+        study = study_label(item.study_uid, include_identifiers)
+        folders = item.folders
+        alone = len(folders) == 1 and per_folder[folders[0]] == 1
+        common = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0]
+        base = case_name(common)
+        name = base if alone else f"{base}-series{item.number or item.key}"
+        if not item.chosen:
+            shown = safe_case_id(name) if include_identifiers else f"series-{item.key}"
+            skipped.append(
+                SkippedSeries(shown, item.reason, study, item.describe(include_identifiers))
+            )
+            continue
+        if alone:
+            path, files = folders[0], ()  # the folder is the series: read_ct reads it
+        elif len(folders) == 1 and item.series_uid:
+            path, files = item.files[0], ()  # read_ct reads a file's whole series
+        else:
+            path, files = folders[0], tuple(item.files)  # staged into one folder first
+        cases.append(Case(name, path, key=series_key(item.files), files=files, study=study))
+    return cases, skipped
+
+
+def series_key(files: Iterable[Path]) -> str:
+    """The input key of a DICOM series: a hash of each file's path, size and mtime."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(files):
+        digest.update(input_key(path).encode())
+    return digest.hexdigest()
+
+
+def study_label(study_uid: str, include_identifiers: bool = False) -> str:
+    """How the summary names a study: its UID only with include_identifiers, else a hash."""
+    if include_identifiers:
+        return study_uid
+    if not study_uid:
+        return ""  # anonymised files without a Study Instance UID
+    text = study_uid.encode("utf-8", "surrogateescape")
+    return "study-" + hashlib.blake2b(text, digest_size=5).hexdigest()
 
 
 def _is_ct_file(path: Path) -> bool:
     return path.name.lower().endswith(CT_SUFFIXES) and not path.name.lower().endswith(".seg.nrrd")
-
-
-def _holds_dicom(folder: Path, limit: int = 20) -> bool:
-    checked = 0
-    for path in folder.iterdir():
-        if path.is_file() and not path.name.startswith("."):
-            if looks_like_dicom(path):
-                return True
-            checked += 1
-            if checked >= limit:
-                break
-    return False
 
 
 def case_name(path: Path) -> str:
@@ -259,6 +339,8 @@ def run_case(
     model_dir: str | None = None,
     include_identifiers: bool = False,
     key: str = "",
+    files: tuple[str, ...] = (),
+    dicom: bool = False,
 ) -> Outcome:
     """Screen one case into ``out_dir/<id>``; never raises for a problem with the case.
 
@@ -266,6 +348,8 @@ def run_case(
     names it, or ``input-<key>`` when the CT cannot even be read; nothing in the outputs then
     carries the file name. A case screened without any graded side is not ``ok``: the command
     ``screen`` refuses it (exit 1), so the batch must not count it as done either.
+    ``files``: a DICOM series spread over folders, linked into one folder to be read.
+    ``dicom``: also write the DICOM SEG, SR and report capture (``OUT/<id>/dicom/``).
     """
     from femurscreen.screening import graded_sides, screen
 
@@ -273,20 +357,24 @@ def run_case(
     root = Path(out_dir)
     name = case_id or f"input-{key[:10] or 'unknown'}"
     try:
-        model = _model(model_dir)
-        if case_id is None:
-            from femurscreen.io.ctio import read_ct
-            from femurscreen.screening import fingerprint
+        with _staged(files, root, key) as staged:
+            source = staged or ct_path
+            model = _model(model_dir)
+            if case_id is None:
+                from femurscreen.io.ctio import read_ct
+                from femurscreen.screening import fingerprint
 
-            name = fingerprint(read_ct(ct_path))
-        result = screen(
-            ct_path,
-            root / name,
-            engine=engine,
-            model_dir=model,
-            include_identifiers=include_identifiers,
-            case_id=case_id,
-        )
+                name = fingerprint(read_ct(source))
+            extra = {"dicom": True} if dicom else {}  # a keyword screen() has had since H1
+            result = screen(
+                source,
+                root / name,
+                engine=engine,
+                model_dir=model,
+                include_identifiers=include_identifiers,
+                case_id=case_id,
+                **extra,
+            )
     except Exception as exc:  # the batch must go on: every failure is recorded, none is lost
         message = (
             exc.message if isinstance(exc, FemurScreenError) else f"{type(exc).__name__}: {exc}"
@@ -309,6 +397,26 @@ def run_case(
     if not graded_sides(result):
         return Outcome(name, False, not_graded_reason(result), seconds, key=key, result=True)
     return Outcome(name, True, "", seconds, key=key, result=True)
+
+
+@contextlib.contextmanager
+def _staged(files: tuple[str, ...], root: Path, key: str) -> Iterator[Path | None]:
+    """A hidden folder of links to ``files`` (one DICOM series from several folders), removed
+    afterwards; None when there is nothing to stage. Copies where links are not allowed."""
+    if not files:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f".series-{key[:10]}-", dir=root))
+    try:
+        for number, name in enumerate(files):
+            target = folder / f"{number:06d}.dcm"
+            try:
+                target.symlink_to(Path(name).resolve())
+            except OSError:
+                shutil.copyfile(name, target)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def not_graded_reason(result: dict) -> str:
@@ -356,7 +464,7 @@ def _init_pool_worker(threads: int) -> None:
 
 
 def batch(
-    inputs: str | Path,
+    inputs: str | Path | None,
     out_dir: str | Path,
     *,
     workers: int = 1,
@@ -365,6 +473,9 @@ def batch(
     model_dir: str | Path | None = None,
     include_identifiers: bool = False,
     progress: TextIO | bool | None = True,
+    dicom: bool = False,
+    from_dicomweb: DicomWeb | None = None,
+    to_dicomweb: DicomWeb | None = None,
 ) -> pd.DataFrame:
     """Screen every case of ``inputs`` into ``out_dir``; return the summary table.
 
@@ -372,100 +483,233 @@ def batch(
     None/False for none. Cases are named by image fingerprint (as ``femurscreen screen``
     names them) unless ``include_identifiers`` is set (then by file or folder name) or a CSV
     gives a ``case_id``. One batch at a time may write into ``out_dir`` (a lock file).
+    ``dicom``: each case also gets its DICOM SEG, SR and report capture (``<case>/dicom/``).
+    ``from_dicomweb``: the cases are the CT series of that server's studies (``inputs`` is
+    None); each is fetched into a hidden folder of ``out_dir``, screened and the folder removed.
+    ``to_dicomweb``: each case's ``dicom/*.dcm`` is stored there (STOW) once screened; a rerun
+    stores finished cases that were not stored yet (``batch-index.json`` records it).
 
-    The table (also ``out_dir/summary.csv``) has one row per case and side. Its ``attrs`` hold
-    the counts of this run: ``cases``, ``done``, ``skipped``, ``failed`` (cases that could not
-    be screened or had no side graded; ``failures`` maps their ids to the reason).
+    The table (also ``out_dir/summary.csv``) has one row per case and side, and one per DICOM
+    series not screened (status ``skipped``, with the reason). Its ``attrs`` hold the counts
+    of this run: ``cases``, ``done``, ``skipped``, ``failed`` (cases that could not be
+    screened, stored, or had no side graded; with DICOMweb also studies without a CT series
+    or that could not be read; ``failures`` maps their ids to the reason) and ``series_skipped``.
     """
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}", "use --workers 1 or more")
     out_dir = check_output_folder(Path(out_dir).expanduser()).resolve()
-    cases = discover_cases(inputs, out_dir)
+    dicom = dicom or from_dicomweb is not None or to_dicomweb is not None
+    if from_dicomweb is not None:
+        cases, skipped, remote = _remote_cases(from_dicomweb, out_dir, include_identifiers)
+    elif inputs is None:
+        raise InputError("no input", "pass a folder or CSV of CTs, or --from-dicomweb URL")
+    else:
+        cases, skipped = discover(inputs, out_dir, include_identifiers)
+        remote = {}
     model = None if model_dir is None else str(Path(model_dir).expanduser().resolve())
     loaded = _model(model)  # a broken model stops the batch before any case runs
     out_dir.mkdir(parents=True, exist_ok=True)
     with _BatchLock(out_dir):
-        return _batch_locked(
-            cases, out_dir, workers, scheduler, engine, model, include_identifiers, progress, loaded
-        )
-
-
-def _batch_locked(
-    cases: list[Case],
-    out_dir: Path,
-    workers: int,
-    scheduler: str | None,
-    engine: str,
-    model: str | None,
-    include_identifiers: bool,
-    progress: TextIO | bool | None,
-    loaded: Any,
-) -> pd.DataFrame:
-    index = _Index(out_dir)
-    keys = [input_key(c.path) for c in cases]
-    planned: list[str | None] = [
-        c.case_id if (include_identifiers or c.given) else index.get(k)
-        for c, k in zip(cases, keys, strict=True)
-    ]
-    stream = sys.stderr if progress is True else (progress or None)
-    bar = _Progress(len(cases), stream)
-    outcomes: dict[int, Outcome] = {}
-    todo = []
-    for slot, name in enumerate(planned):
-        if name is not None and is_complete_result(out_dir / name):
-            outcomes[slot] = _finished_before(out_dir, name, keys[slot])
-        else:
-            todo.append(slot)
-    bar.skip(len(cases) - len(todo))
-    writer = _SummaryWriter(out_dir, len(cases))
-
-    def done(slot: int, outcome: Outcome) -> None:
-        outcomes[slot] = outcome
-        if outcome.key and (outcome.result or not outcome.ok):
-            index.set(outcome.key, outcome.case_id)
-        bar.update(outcome)
-        writer.maybe_write(outcomes)
-
-    jobs = {}
-    for slot in todo:
-        case = cases[slot]
-        given = case.case_id if (include_identifiers or case.given) else None
-        jobs[slot] = (
-            str(case.path.resolve()),
-            str(out_dir),
-            given,
+        run = _Run(
+            cases,
+            skipped,
+            out_dir,
+            workers,
+            scheduler,
             engine,
             model,
             include_identifiers,
-            keys[slot],
+            dicom,
+            remote,
+            from_dicomweb,
+            to_dicomweb,
         )
-    if jobs:
-        if scheduler:
-            _run_dask(scheduler, jobs, done)
-        elif workers > 1:
-            _run_pool(workers, jobs, done)
-        else:
-            quiet = logging.getLogger("femurscreen")
-            level = quiet.level
-            quiet.setLevel(logging.WARNING)  # the bar says what happens; keep stderr readable
-            try:
-                for slot, job in jobs.items():
-                    done(slot, run_case(*job))
-            finally:
-                quiet.setLevel(level)
-    bar.close()
-    index.save()
-    table = writer.write(outcomes)
-    table.attrs.update(
-        cases=len(cases),
-        done=sum(1 for o in outcomes.values() if o.ok and not o.skipped),
-        skipped=sum(1 for o in outcomes.values() if o.skipped),
-        failed=sum(1 for o in outcomes.values() if not o.ok),
-        failures={o.case_id: o.error for o in outcomes.values() if not o.ok},
-        summary=str(out_dir / SUMMARY),
-        demo=bool(loaded.demo),
-    )
+        table = run.go(progress)
+    table.attrs["demo"] = bool(loaded.demo)
     return table
+
+
+def _remote_cases(
+    server: DicomWeb, out_dir: Path, include_identifiers: bool
+) -> tuple[list[Case], list[SkippedSeries], dict[int, RemoteSeries]]:
+    """The CT series of every study on ``server`` as cases (fetched later, one at a time)."""
+    cases: list[Case] = []
+    skipped: list[SkippedSeries] = []
+    remote: dict[int, RemoteSeries] = {}
+    for study_uid in server.study_uids():
+        plan = server.plan_study(study_uid)
+        study = study_label(study_uid, include_identifiers)
+        for series in plan.skipped:
+            name = f"series-{series.key}"
+            info = series.describe(include_identifiers)
+            skipped.append(SkippedSeries(name, series.reason, study, info))
+        if plan.error or not plan.chosen:
+            why = plan.error or (
+                "no axial CT series to screen in this study"
+                + (f" ({'; '.join(s.reason for s in plan.skipped[:3])})" if plan.skipped else "")
+            )
+            log.warning("%s: %s", study, why)
+            skipped.append(SkippedSeries(study, why, study, {"study": study}, failed=True))
+        for item in plan.chosen:
+            remote[len(cases)] = item
+            folder = out_dir / f".dicomweb-{item.key[:16]}"
+            name = f"{study}-series{item.series.number or item.series.key}"
+            cases.append(Case(safe_case_id(name), folder, key=item.key, study=study))
+    if not cases and not skipped:
+        raise InputError(
+            f"the DICOMweb server {server.label} holds no studies",
+            "check the URL (the DICOMweb root, e.g. .../dicom-web) and the server's content",
+        )
+    return cases, skipped, remote
+
+
+class _Run:
+    """One batch run inside the lock: plan, screen, store, summarise."""
+
+    def __init__(
+        self,
+        cases: list[Case],
+        skipped: list[SkippedSeries],
+        out_dir: Path,
+        workers: int,
+        scheduler: str | None,
+        engine: str,
+        model: str | None,
+        include_identifiers: bool,
+        dicom: bool,
+        remote: dict[int, RemoteSeries],
+        source: DicomWeb | None,
+        store: DicomWeb | None,
+    ) -> None:
+        self.cases, self.skipped, self.out_dir = cases, skipped, out_dir
+        self.workers, self.scheduler, self.engine, self.model = workers, scheduler, engine, model
+        self.include_identifiers, self.dicom = include_identifiers, dicom
+        self.remote, self.source, self.store = remote, source, store
+        self.index = _Index(out_dir)
+        self.keys = [c.key or input_key(c.path) for c in cases]
+        self.outcomes: dict[int, Outcome] = {}
+
+    def go(self, progress: TextIO | bool | None) -> pd.DataFrame:
+        cases, out_dir, index = self.cases, self.out_dir, self.index
+        index.record_series([s.info or {"series": s.name} for s in self.skipped])
+        planned: list[str | None] = [
+            c.case_id if (self.include_identifiers or c.given) else index.get(k)
+            for c, k in zip(cases, self.keys, strict=True)
+        ]
+        stream = sys.stderr if progress is True else (progress or None)
+        self.bar = bar = _Progress(len(cases), stream)
+        todo = []
+        for slot, name in enumerate(planned):
+            if name is not None and is_complete_result(out_dir / name):
+                self.outcomes[slot] = self._stored(_finished_before(out_dir, name, self.keys[slot]))
+            else:
+                todo.append(slot)
+        bar.skip(len(cases) - len(todo))
+        self.writer = _SummaryWriter(out_dir, cases, self.skipped)
+        jobs = {}
+        for slot in todo:
+            case = cases[slot]
+            given = case.case_id if (self.include_identifiers or case.given) else None
+            jobs[slot] = (
+                str(case.path.resolve()),
+                str(out_dir),
+                given,
+                self.engine,
+                self.model,
+                self.include_identifiers,
+                self.keys[slot],
+                tuple(str(f) for f in case.files),
+                self.dicom,
+            )
+        if jobs:
+            if self.scheduler or self.workers > 1:
+                ready = {}
+                for slot, job in jobs.items():  # fetched up front: workers only read files
+                    failure = self._fetch(slot, job)
+                    if failure is None:
+                        ready[slot] = job
+                    else:
+                        self._done(slot, failure)
+                if self.scheduler:
+                    _run_dask(self.scheduler, ready, self._done)
+                else:
+                    _run_pool(self.workers, ready, self._done)
+            else:
+                quiet = logging.getLogger("femurscreen")
+                level = quiet.level
+                quiet.setLevel(logging.WARNING)  # the bar says what happens; keep stderr readable
+                try:
+                    for slot, job in jobs.items():
+                        failure = self._fetch(slot, job)
+                        self._done(slot, failure or run_case(*job))
+                finally:
+                    quiet.setLevel(level)
+        bar.close()
+        index.save()
+        table = self.writer.write(self.outcomes)
+        failed_studies = [s for s in self.skipped if s.failed]
+        failures = {o.case_id: o.error for o in self.outcomes.values() if not o.ok}
+        failures.update({s.name: s.reason for s in failed_studies})
+        table.attrs.update(
+            cases=len(cases),
+            done=sum(1 for o in self.outcomes.values() if o.ok and not o.skipped),
+            skipped=sum(1 for o in self.outcomes.values() if o.skipped),
+            failed=len(failures),
+            failures=failures,
+            series_skipped=sum(1 for s in self.skipped if not s.failed),
+            summary=str(out_dir / SUMMARY),
+        )
+        return table
+
+    def _fetch(self, slot: int, job: tuple) -> Outcome | None:
+        """Fetch a DICOMweb case into its hidden folder; a failed Outcome when that fails."""
+        item = self.remote.get(slot)
+        if item is None or self.source is None:
+            return None
+        folder = Path(job[0])
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            self.source.retrieve(item, folder)
+        except (InputError, OSError, ValueError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            message = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}"
+            name = job[2] or f"input-{self.keys[slot][:10]}"
+            return Outcome(name, False, message, key=self.keys[slot])
+        return None
+
+    def _done(self, slot: int, outcome: Outcome) -> None:
+        if slot in self.remote:
+            shutil.rmtree(self.cases[slot].path, ignore_errors=True)  # the fetched copy
+        if outcome.result:
+            outcome = self._stored(outcome)
+        self.outcomes[slot] = outcome
+        if outcome.key and (outcome.result or not outcome.ok):
+            self.index.set(outcome.key, outcome.case_id)
+        self.bar.update(outcome)
+        self.writer.maybe_write(self.outcomes)
+
+    def _stored(self, outcome: Outcome) -> Outcome:
+        """Store a case's DICOM results on --to-dicomweb unless done before; a failure to
+        store makes the case failed (and the next run tries again)."""
+        if self.store is None or not outcome.result:
+            return outcome
+        folder = self.out_dir / outcome.case_id / "dicom"
+        files = sorted(folder.glob("*.dcm"))
+        if self.index.stored(outcome.case_id, self.store.label, files):
+            return outcome
+        if not files:
+            error = "no DICOM results to store (the case was screened without DICOM output)"
+            return replace(outcome, ok=False, error=_join(outcome.error, error))
+        try:
+            self.store.store(files)
+        except InputError as exc:
+            return replace(outcome, ok=False, error=_join(outcome.error, exc.message))
+        self.index.set_stored(outcome.case_id, self.store.label, files)
+        return outcome
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second
 
 
 def is_complete_result(folder: Path) -> bool:
@@ -510,7 +754,8 @@ def input_key(path: Path) -> str:
 
 
 class _Index:
-    """``OUT/batch-index.json``: input key -> case id, so a rerun knows finished cases."""
+    """``OUT/batch-index.json``: input key -> case id, so a rerun knows finished cases; the DICOM
+    series not screened (with why); which cases' DICOM results were stored on which server."""
 
     FILE = "batch-index.json"
 
@@ -519,8 +764,10 @@ class _Index:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             self.entries = {str(k): str(v) for k, v in data.get("cases", {}).items()}
-        except (OSError, ValueError, AttributeError):
-            self.entries = {}
+            self.uploads = {str(k): dict(v) for k, v in (data.get("stored") or {}).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            self.entries, self.uploads = {}, {}
+        self.series: list[dict] = []
         self.dirty = False
 
     def get(self, key: str) -> str | None:
@@ -532,11 +779,34 @@ class _Index:
             self.dirty = True
             self.save()
 
+    def record_series(self, series: list[dict]) -> None:
+        """The DICOM series of this run that are not screened (replaces the last run's)."""
+        self.series = series
+        self.dirty = True
+
+    def stored(self, case_id: str, server: str, files: list[Path]) -> bool:
+        """True when exactly these result files of the case were stored on ``server``."""
+        return self.uploads.get(case_id, {}).get(server) == _files_stamp(files)
+
+    def set_stored(self, case_id: str, server: str, files: list[Path]) -> None:
+        self.uploads.setdefault(case_id, {})[server] = _files_stamp(files)
+        self.dirty = True
+        self.save()
+
     def save(self) -> None:
         if self.dirty:
-            data = {"format": "femurscreen-batch-index", "cases": self.entries}
+            data = {
+                "format": "femurscreen-batch-index",
+                "cases": self.entries,
+                "series_not_screened": self.series,
+                "stored": self.uploads,
+            }
             write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
             self.dirty = False
+
+
+def _files_stamp(files: list[Path]) -> str:
+    return hashlib.blake2b("".join(input_key(f) for f in files).encode(), digest_size=8).hexdigest()
 
 
 class _BatchLock:
@@ -686,7 +956,7 @@ def case_rows(out_dir: Path, case_id: str, outcome: Outcome | None = None) -> li
         except (OSError, ValueError) as exc:
             error = f"result.json unreadable: {exc}"
         else:
-            rows = [_side_row(case_id, side, result.get(side) or {}) for side in SIDES]
+            rows = summary_rows(case_id, result)
             if outcome is not None and not outcome.ok:
                 for row in rows:
                     row["error"] = row["error"] or outcome.error
@@ -700,22 +970,6 @@ def case_rows(out_dir: Path, case_id: str, outcome: Outcome | None = None) -> li
     return [_empty_row(case_id, side, "error", error or "failed") for side in SIDES]
 
 
-def _side_row(case_id: str, side: str, info: dict) -> dict:
-    row = _empty_row(case_id, side, str(info.get("status") or ""), "")
-    probabilities = info.get("probabilities") or {}
-    row.update(
-        predicted=info.get("predicted") or "",
-        volume_ml=info.get("volume_ml"),
-        flags=";".join(info.get("flags") or []),
-        applicable=info.get("applicable"),
-        graded=bool(info.get("graded")),
-        error=(info.get("reason") or "") if info.get("status") == "error" else "",
-    )
-    for cls in CLASSES:
-        row[f"p_{cls}"] = probabilities.get(cls)
-    return row
-
-
 def _empty_row(case_id: str, side: str, status: str, error: str) -> dict:
     row = {name: None for name in SUMMARY_COLUMNS}
     row.update(case_id=case_id, side=side, status=status, error=error, flags="", predicted="")
@@ -723,10 +977,21 @@ def _empty_row(case_id: str, side: str, status: str, error: str) -> dict:
     return row
 
 
+def _unscreened_row(item: SkippedSeries) -> dict:
+    if item.failed:  # a study with nothing to screen: an error row, as a failed case has
+        row = _empty_row(item.name, "", "error", item.reason)
+    else:
+        row = _empty_row(item.name, "", SKIPPED, "")
+        row["reason"] = item.reason
+    row["study"] = item.study
+    return row
+
+
 class _SummaryWriter:
-    def __init__(self, out_dir: Path, n_cases: int) -> None:
+    def __init__(self, out_dir: Path, cases: list[Case], unscreened: list[SkippedSeries]) -> None:
         self.out_dir = out_dir
-        self.n_cases = n_cases
+        self.cases = cases
+        self.unscreened = [_unscreened_row(s) for s in unscreened]
         self.last = 0.0
         self.rows: dict[int, list[dict]] = {}
 
@@ -736,14 +1001,18 @@ class _SummaryWriter:
 
     def write(self, outcomes: dict[int, Outcome]) -> pd.DataFrame:
         rows = []
-        for slot in range(self.n_cases):
+        for slot, case in enumerate(self.cases):
             outcome = outcomes.get(slot)
             if outcome is None:
                 continue  # not finished yet
             if slot not in self.rows or not outcome.ok:
                 self.rows[slot] = case_rows(self.out_dir, outcome.case_id, outcome)
+                for row in self.rows[slot]:
+                    row["study"] = case.study
             rows += self.rows[slot]
-        table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+        rows += self.unscreened
+        columns = list(dict.fromkeys([*SUMMARY_COLUMNS, *(k for r in rows for k in r)]))
+        table = pd.DataFrame(rows, columns=columns)
         with atomic_path(self.out_dir / SUMMARY) as tmp:
             table.to_csv(tmp, index=False)
         self.last = time.monotonic()
