@@ -7,6 +7,9 @@ Output folder (all or nothing, see :func:`screen`)::
     features.csv      one row per extracted side (the model's features + density readouts)
     result.json       per-side status, probabilities, prediction, density, flags; models, timing
     report.html       self-contained report (images embedded) for a radiologist
+    dicom/            only with ``dicom=True`` (a DICOM input): seg.dcm (DICOM SEG of both
+                      femurs), sr.dcm (TID 1500 measurement report), report.dcm (the report
+                      as a Secondary Capture), all in the source CT's study
 
 Which sides are graded: only a side whose segmentation status is "ok". A side with a metal
 implant is *not* graded: metal and its streak artefacts replace bone texture and density with
@@ -27,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILES = ("femur.nii.gz", "femur.seg.nrrd", "features.csv", "result.json", "report.html")
+DICOM_DIR = "dicom"  # written only with dicom=True; owned, so a rerun without it removes it
 
 # DICOM tags shown only with include_identifiers=True.
 IDENTIFIER_TAGS: dict[str, str] = {
@@ -90,6 +95,7 @@ def screen(
     case_id: str | None = None,
     series_uid: str | None = None,
     report: bool = True,
+    dicom: bool = False,
 ) -> dict:
     """Screen one CT and write the result folder ``out_dir``; return the result dict.
 
@@ -98,10 +104,14 @@ def screen(
     earlier result in ``out_dir`` stays untouched until the new one replaces it. When no
     proximal femur is in view, :class:`NoFemurError` is raised and nothing is written.
     ``case_id`` names the case in the files (default: an image fingerprint, see module doc).
+    ``dicom=True`` (DICOM input only) adds SEG, SR and report capture in ``dicom/``; the
+    result's ``dicom`` block names them (and the Study Instance UID with identifiers).
     """
     ct_path = Path(ct_path)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
+    if dicom:
+        check_dicom_input(ct_path)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     with _stage("imports", timing):  # heavy libraries load on first use (once per process)
@@ -149,7 +159,12 @@ def screen(
     if include_identifiers:
         result["identifiers"] = read_identifiers(ct_path, series_uid)
 
-    with atomic_dir(out_dir, owned=FILES) as tmp:  # an old report.html never outlives a rerun
+    with atomic_dir(out_dir, owned=(*FILES, DICOM_DIR)) as tmp:  # no old file outlives a rerun
+        if dicom:  # first: a series that cannot carry a SEG is refused before anything is kept
+            with _stage("dicom", timing):
+                result["dicom"] = write_dicom(result, ct, seg.labels, ct_path, series_uid, tmp)
+                if not include_identifiers:
+                    result["dicom"].pop("study_instance_uid", None)
         with _stage("write", timing):
             write_labels(seg.labels, tmp / "femur.nii.gz")
             write_seg_nrrd(seg.labels, tmp / "femur.seg.nrrd")
@@ -164,6 +179,10 @@ def screen(
         result["timing_s"] = dict(timing)
         # result.json last: only a folder that holds it is a finished result.
         (tmp / "result.json").write_text(_to_json(result), encoding="utf-8")
+    if dicom:  # atomic_dir gives every entry file permissions (0666 & ~umask), folders too
+        mask = os.umask(0)
+        os.umask(mask)
+        (out_dir / DICOM_DIR).chmod(0o777 & ~mask)
     return result
 
 
@@ -178,6 +197,42 @@ def fingerprint(ct: sitk.Image) -> str:
     digest.update(repr(tuple(tuple(round(v, 4) for v in g) for g in geometry)).encode())
     digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(ct)).data)
     return "CT-" + digest.hexdigest()[:10]
+
+
+def check_dicom_input(ct_path: Path) -> None:
+    """Refuse ``dicom=True`` for an input that is not a DICOM series (before any work)."""
+    from femurscreen.io.ctio import looks_like_dicom
+
+    is_dicom = ct_path.is_file() and looks_like_dicom(ct_path)
+    if ct_path.is_dir():
+        is_dicom = any(p.is_file() and looks_like_dicom(p) for p in ct_path.iterdir())
+    if not is_dicom:
+        raise InputError(
+            "is not a DICOM series, so no DICOM SEG or SR can reference it (--dicom needs the "
+            "source images' UIDs)",
+            "screen the CT's DICOM folder, or leave out --dicom",
+            ct_path,
+        )
+
+
+def write_dicom(
+    result: dict,
+    ct: sitk.Image,
+    labels: sitk.Image,
+    ct_path: Path,
+    series_uid: str | None,
+    folder: Path,
+) -> dict:
+    """SEG, SR and report capture into ``folder/dicom``; the result's ``dicom`` block."""
+    import pydicom
+
+    from femurscreen.dicom.export import dicom_block, write_dicom_outputs
+
+    paths = write_dicom_outputs(
+        result, labels, ct_path, folder / DICOM_DIR, series_uid=series_uid, ct=ct
+    )
+    study = pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
+    return dicom_block(DICOM_DIR, str(study))
 
 
 def read_identifiers(ct_path: str | Path, series_uid: str | None = None) -> dict:
@@ -225,7 +280,7 @@ def _check_out_dir(out_dir: Path) -> None:
         )
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "result.json").exists():
         names = {p.name for p in out_dir.iterdir()}
-        if not names <= set(FILES):
+        if not names <= {*FILES, DICOM_DIR}:
             raise InputError(
                 "the output folder is not empty and holds no FemurScreen result",
                 "choose a new or empty folder for --out (an earlier result folder is replaced)",
@@ -238,6 +293,7 @@ def _to_json(result: dict) -> str:
 
 
 __all__ = [
+    "DICOM_DIR",
     "FILES",
     "GRADED_STATUSES",
     "RESULT_FORMAT",

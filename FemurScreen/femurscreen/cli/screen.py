@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: a case label derived from the image only)",
     )
     parser.add_argument("--case-id", help="case label for the files (default: image fingerprint)")
+    parser.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write DICOM objects for PACS into OUT/dicom/ (DICOM input only): seg.dcm "
+        "(segmentation), sr.dcm (measurement report), report.dcm (report capture), in the "
+        "CT's study; they carry the source's patient module, the HTML report does not",
+    )
     parser.add_argument("--json", action="store_true", help="print result.json to stdout")
 
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         include_identifiers=args.include_identifiers,
         case_id=args.case_id,
         series_uid=args.series,
+        dicom=args.dicom,
     )
     if result.get("demo"):
         from femurscreen.output.report import demo_banner_for
