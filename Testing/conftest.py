@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+    from femurscreen.segmentation.pipeline import SegmentationResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "FemurScreen" / "Resources" / "SampleData"
@@ -29,3 +35,29 @@ def real_ct_path() -> Path:
 def real_dicom_dir() -> Path:
     """A real upper-abdomen CT DICOM series without femurs (TotalSegmentator, Apache-2.0)."""
     return SAMPLE_DATA / "totalseg_example_ct_dicom"
+
+
+@pytest.fixture(scope="session")
+def real_ct(real_ct_path: Path) -> sitk.Image:
+    """The real CT, read once per session with the package's reader. Treat it as read-only."""
+    from femurscreen.io.ctio import read_ct
+
+    return read_ct(real_ct_path)
+
+
+@pytest.fixture(scope="session")
+def _real_ct_classical_once(real_ct_path: Path) -> SegmentationResult:
+    # reads the CT itself, not via ``real_ct``: a test module that overrides ``real_ct`` with a
+    # narrower scope must not make this session fixture a scope mismatch
+    from femurscreen.io.ctio import read_ct
+    from femurscreen.segmentation import segment
+
+    return segment(read_ct(real_ct_path), engine="classical")
+
+
+@pytest.fixture
+def real_ct_classical(_real_ct_classical_once: SegmentationResult) -> SegmentationResult:
+    """The classical engine's segmentation of the real CT, computed once per session (it is
+    the slowest step several test files need); each test gets its own deep copy, so a test that
+    edits flags or labels never changes what the next one sees."""
+    return copy.deepcopy(_real_ct_classical_once)

@@ -54,3 +54,18 @@ def test_every_flag_segmentation_can_set_is_in_the_table() -> None:
     assert primary_status(True, ["neck_not_in_view"]) is Status.TRUNCATED
     assert primary_status(True, ["small", "review_segmentation"]) is Status.OK
     assert primary_status(False, []) is Status.NOT_FOUND
+
+
+def test_real_ct_result_statuses_are_members_and_serialise_as_before(real_ct_classical) -> None:
+    """On the real CT (left implant, right graded) the sides carry ``Status`` members and
+    result.json holds exactly the old strings."""
+    sides = real_ct_classical.sides
+    assert sides["left"].status is Status.IMPLANT and sides["right"].status is Status.OK
+    left = json.loads(json.dumps(sides["left"].to_dict()))
+    assert left["status"] == "implant" and type(left["status"]) is str
+    assert '"status": "ok"' in json.dumps(sides["right"].to_dict())
+    sides["right"].flags.append("edited")  # a private copy: the next test does not see this
+
+
+def test_each_test_gets_its_own_copy_of_the_session_segmentation(real_ct_classical) -> None:
+    assert "edited" not in real_ct_classical.sides["right"].flags
