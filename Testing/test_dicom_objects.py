@@ -390,3 +390,21 @@ def test_dicom_flag_on_a_nifti_is_refused_writing_nothing(
     assert code == 1
     assert "is not a DICOM series" in stderr and "leave out --dicom" in stderr
     assert not out.exists()
+
+
+def test_rerun_with_identifiers_names_the_study_and_replaces_old_objects(
+    screened: dict, series_dir: Path, tmp_path: Path
+) -> None:
+    """With identifiers the dicom block names the study; a rerun leaves no stale object."""
+    from femurscreen.screening import screen
+
+    out = tmp_path / "case"
+    shutil.copytree(screened["out"], out)
+    (out / "dicom" / "stale.dcm").write_bytes(b"an object of an earlier run")
+    result = screen(series_dir, out, include_identifiers=True, dicom=True, report=False)
+    source = read_series_headers(series_dir)[0]
+    assert result["dicom"]["study_instance_uid"] == source.StudyInstanceUID
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["report.dcm", "seg.dcm", "sr.dcm"]
+    assert (out / "dicom").stat().st_mode & 0o100  # a folder one can enter
+    saved = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    assert saved["dicom"] == result["dicom"]
