@@ -278,6 +278,34 @@ def test_sr_content(screened: dict, series_dir: Path) -> None:
     )
 
 
+def test_sr_read_by_dcmqi_tid1500reader(screened: dict, tmp_path: Path) -> None:
+    """dcmqi's TID 1500 reader (what Slicer's QuantitativeReporting uses) sees both groups,
+    their segments and the measurements."""
+    reader = SEGIMAGE2ITKIMAGE.with_name("tid1500reader")
+    if not reader.exists():
+        pytest.skip("dcmqi (tid1500reader) is not installed in this environment")
+    out = tmp_path / "sr.json"
+    run = subprocess.run(
+        [str(reader), "--inputDICOM", str(screened["out"] / "dicom" / "sr.dcm")]
+        + ["--outputMetadata", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    seg = pydicom.dcmread(screened["out"] / "dicom" / "seg.dcm", stop_before_pixels=True)
+    groups = {g["TrackingIdentifier"]: g for g in json.loads(out.read_text())["Measurements"]}
+    assert set(groups) == {"Left proximal femur", "Right proximal femur"}
+    for side, value in (("left", LEFT), ("right", RIGHT)):
+        group = groups[f"{side.capitalize()} proximal femur"]
+        assert group["ReferencedSegment"] == value
+        assert group["segmentationSOPInstanceUID"] == seg.SOPInstanceUID
+        assert group["Finding"]["CodeValue"] == "71341001"
+        assert group["Laterality"]["CodeMeaning"] == side.capitalize()
+        items = {i["quantity"]["CodeMeaning"]: float(i["value"]) for i in group["measurementItems"]}
+        assert items["Volume"] == pytest.approx(screened["result"][side]["volume_ml"], rel=1e-6)
+
+
 def test_report_capture_carries_the_demo_banner(screened: dict) -> None:
     capture = pydicom.dcmread(screened["out"] / "dicom" / "report.dcm")
     seg = pydicom.dcmread(screened["out"] / "dicom" / "seg.dcm", stop_before_pixels=True)

@@ -21,6 +21,7 @@ import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless
 
 from femurscreen import __version__
 from femurscreen.labels import CLASSES
@@ -35,7 +36,7 @@ BANNER = "DEMO MODEL - trained on synthetic data - not for clinical use"
 
 def _fmt(value, digits: int = 1, unit: str = "") -> str:
     if value is None:
-        return "-"
+        return "n/a"
     try:
         return f"{float(value):.{digits}f}{unit}"
     except (TypeError, ValueError):
@@ -143,6 +144,15 @@ def render_page(result: dict, pictures: dict[str, str] | None = None) -> np.ndar
             ax.set_axis_off()
             block = max(block, height + 0.01)
         top -= block + 0.025
+    if "overview" in pictures and top > 0.3:  # both femurs at a glance (left/right check)
+        image = _decode(pictures["overview"])
+        height = min(top - 0.12, 0.92 * image.shape[0] / image.shape[1] * PAGE_IN[0] / PAGE_IN[1])
+        width = height * image.shape[1] / image.shape[0] * PAGE_IN[1] / PAGE_IN[0]
+        fig.text(0.04, top, "Both femurs", fontsize=11, fontweight="bold", va="top")
+        ax = fig.add_axes((0.04, top - 0.025 - height, width, height))
+        ax.imshow(image)
+        ax.set_axis_off()
+        top -= height + 0.045
     if bmd.get("label"):
         fig.text(
             0.04,
@@ -211,6 +221,7 @@ def build_capture(
         instance_number=1,
         manufacturer="FemurScreen",
         series_description="FemurScreen report (screen capture)",
+        transfer_syntax_uid=RLELossless,  # lossless, about 6x smaller than raw RGB
     )
     capture.PatientOrientation = None  # type 2: present, empty (a report page has none)
     capture.Laterality = None  # type 2C (paired body part): present, empty; both hips shown
