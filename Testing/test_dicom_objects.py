@@ -320,6 +320,35 @@ def test_report_capture_carries_the_demo_banner(screened: dict) -> None:
     assert "DEMO MODEL" in capture.ImageComments
 
 
+def test_side_not_found_is_an_empty_segment_and_no_group(
+    screened: dict, series_dir: Path, tmp_path: Path
+) -> None:
+    """Segment numbers never change meaning: without a right femur, segment 2 stays (empty),
+    the SR has the left group only and says why the right has none."""
+    array = sitk.GetArrayFromImage(screened["labels"])
+    array[array == RIGHT] = 0
+    labels = sitk.GetImageFromArray(array)
+    labels.CopyInformation(screened["labels"])
+    result = json.loads(json.dumps(screened["result"]))
+    result["right"] = {
+        "status": "not_found",
+        "graded": False,
+        "volume_ml": None,
+        "flags": ["not_femur"],
+        "reason": "no proximal femur on this side",
+    }
+    seg_path, sr_path, _ = write_dicom_outputs(result, labels, series_dir, tmp_path / "dicom")
+    image, meta = _dcmqi_labels(seg_path, tmp_path / "dcmqi")
+    assert {s["SegmentLabel"] for s in meta["segmentAttributes"][0]} <= set(SIDE_VALUE)
+    assert np.array_equal(_on_grid(image, labels), array)
+    sr = pydicom.dcmread(sr_path)
+    items = list(_content_items(sr))
+    refs = [i for i in items if i.ValueType == "IMAGE" and _name(i) == "Referenced Segment"]
+    assert [int(r.ReferencedSOPSequence[0].ReferencedSegmentNumber) for r in refs] == [LEFT]
+    texts = [str(i.TextValue) for i in items if i.ValueType == "TEXT"]
+    assert "right: no proximal femur on this side" in texts
+
+
 # --------------------------------------------------------------------------------------------
 # Slice order and orientation: the SEG follows the geometry, not the file order
 
@@ -401,6 +430,10 @@ def test_series_without_uids_or_on_another_grid_is_refused(
     # The shipped DICOM sample has blank SOP Instance UIDs (an anonymising export).
     with pytest.raises(InputError, match="no SOPInstanceUID"):
         check_series(read_series_headers(real_dicom_dir))
+    out = tmp_path / "screened"
+    code, _, stderr = _run_cli("screen", str(real_dicom_dir), "--out", str(out), "--dicom")
+    assert code == 1 and "have no SOPInstanceUID" in stderr  # before segmenting, not after
+    assert not out.exists()
     # A label map that is not on the series' voxel grid (here: shifted half a voxel).
     write_ct_series(real_ct, tmp_path / "ct")
     shifted = sitk.Image(screened["labels"])

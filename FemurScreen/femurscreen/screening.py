@@ -125,6 +125,11 @@ def screen(
     with _stage("read", timing):
         ct = read_ct(ct_path, series_uid=series_uid)
         label = case_id or fingerprint(ct)
+        if dicom:  # a series that cannot carry a SEG/SR is refused now, not after grading
+            from femurscreen.dicom.seg import check_series
+            from femurscreen.dicom.series import read_series_headers
+
+            check_series(read_series_headers(ct_path, series_uid))
     with _stage("load_model", timing):
         if isinstance(model_dir, LoadedModel):
             model = model_dir  # already loaded and verified (batch workers keep one)
