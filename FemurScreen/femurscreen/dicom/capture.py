@@ -223,8 +223,10 @@ def build_capture(
         series_description="FemurScreen report (screen capture)",
         transfer_syntax_uid=RLELossless,  # lossless, about 6x smaller than raw RGB
     )
-    capture.PatientOrientation = None  # type 2: present, empty (a report page has none)
-    capture.Laterality = None  # type 2C (paired body part): present, empty; both hips shown
+    # Type 2 elements present but empty: a report page has no orientation, and it shows both
+    # hips, so no one laterality (pydicom writes None as an empty value).
+    capture["PatientOrientation"].value = None
+    capture.add_new("Laterality", "CS", None)
     capture.BurnedInAnnotation = "NO"
     capture.ImageComments = (BANNER + ". " if result.get("demo") else "") + (
         f"FemurScreen report, case {result.get('case', '')}"
