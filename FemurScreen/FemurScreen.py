@@ -63,7 +63,9 @@ class FemurScreen(ScriptedLoadableModule):
             _(
                 "Screen an abdominal or pelvic CT for osteoporosis: segment the proximal femurs, "
                 "check and correct them in the embedded Segment Editor, and read the bone status "
-                "(normal / osteopenia / osteoporosis) of each side with its probabilities. "
+                "(normal / osteopenia / osteoporosis) of each side with its probabilities, beside "
+                "a calibrated-density T-score (a CT-derived estimate, not a DXA). A CT loaded "
+                "from the DICOM database can be exported as DICOM SEG + SR into its study. "
                 "See the <a href='https://github.com/femurscreen/SlicerFemurScreen#readme'>"
                 "documentation</a>.<br><br><b>Warning:</b> "
             )
@@ -187,6 +189,7 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.ui.exportJsonButton.connect("clicked(bool)", self.onExportJson)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.outputSegmentationSelector.connect(
             "currentNodeChanged(vtkMRMLNode*)", self.onSegmentationSelected
         )
@@ -286,7 +289,8 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume = bool(p and p.inputVolume)
         segmentation = bool(p and p.outputSegmentation)
         sides = bool(p and (p.segmentLeft or p.segmentRight))
-        c = self.state.controls(volume=volume, segmentation=segmentation, sides=sides)
+        dicom = volume and self.logic.loaded_from_dicom(p.inputVolume)
+        c = self.state.controls(volume=volume, segmentation=segmentation, sides=sides, dicom=dicom)
         self.ui.segmentButton.text = _("Cancel") if c.segment_text == "Cancel" else _("Segment")
         self.ui.segmentButton.enabled = c.segment_enabled
         self.ui.segmentButton.toolTip = (
@@ -305,6 +309,12 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportJsonButton.enabled = c.export_result_enabled
         self.ui.exportReportButton.enabled = (
             c.export_result_enabled and self.logic.report_available()
+        )
+        self.ui.exportDicomButton.enabled = c.export_dicom_enabled
+        self.ui.exportDicomButton.toolTip = (
+            _("Write DICOM SEG + SR (and the report as a secondary capture) into a folder")
+            if c.export_dicom_enabled
+            else _("Needs a CT loaded from the DICOM database and a current result")
         )
         self.ui.progressBar.visible = c.busy
 
@@ -439,7 +449,7 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showResult(outcome.result)
 
     def _ensureDependencies(self, engine: str, stage: str) -> bool:
-        """Offer to install what ``stage`` ("segment" or "grade") needs for ``engine``."""
+        """Offer to install what ``stage`` ("segment", "grade" or "export") needs."""
         from FemurScreenLib import dependencies
 
         needed = self.logic.missing_packages(engine, stage)
@@ -630,6 +640,24 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     _("Saved {path}").format(path=self.logic.export_report(self.state.result, path))
                 )
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(path))
+
+    def onExportDicom(self) -> None:
+        """SEG + SR of the graded segments into a folder the user picks (the CT's study)."""
+        p = self._parameterNode
+        if not self._ensureDependencies(p.engine, "export"):
+            return
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Folder for the DICOM SEG and SR"),
+            slicer.app.defaultScenePath,
+        )  # fmt: skip
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not export DICOM."), waitCursor=True):
+            written = self.logic.export_dicom(
+                self.state.result, p.inputVolume, p.outputSegmentation, folder
+            )
+            for path in written:
+                self.addLog(_("Saved {path}").format(path=path))
 
 
 #

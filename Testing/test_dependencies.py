@@ -37,6 +37,8 @@ IMPORT_NAME = {
     "pyradiomics-bhklab": "radiomics",
     "safetensors": "safetensors",
     "torch": "torch",
+    "highdicom": "highdicom",
+    "pydicom": "pydicom",
 }
 
 
@@ -123,8 +125,18 @@ def test_stage_split():
     assert {"pyradiomics-bhklab", "scikit-learn", "skops", "pandas"} <= _names(grade)
     assert not {"torch", "safetensors"} & _names(grade)
     assert dependencies.requirements_for("vbnet", stage="grade") == grade
-    assert _names(dependencies.requirements_for("vbnet")) == _names(segment_vbnet) | _names(grade)
-    assert _names(dependencies.requirements_for("classical")) == _names(grade)
+    # the DICOM export: highdicom and the pydicom 3 it needs (Slicer 5.10 ships 2.4.4)
+    export = dependencies.requirements_for("classical", stage="export")
+    assert _names(export) == {"highdicom", "pydicom"}
+    assert {str(r) for r in export} == {"highdicom>=0.28", "pydicom>=3.0.1"}
+    assert not dependencies.satisfies(
+        "2.4.4", next(r for r in export if r.name == "pydicom").specifier
+    )
+    assert not _names(export) & (_names(grade) | _names(segment_vbnet))
+    assert _names(dependencies.requirements_for("vbnet")) == (
+        _names(segment_vbnet) | _names(grade) | _names(export)
+    )
+    assert _names(dependencies.requirements_for("classical")) == _names(grade) | _names(export)
     # an engine this module does not know gets everything, so nothing is missed
     assert _names(dependencies.requirements_for("future-engine")) == _names(
         dependencies.REQUIREMENTS

@@ -845,6 +845,12 @@ def test_failed_recompute_clears_the_stale_result(core, real_ct_path, tmp_path):
     outcome = state.finish_grading()
     assert outcome.error is None and state.result is outcome.result
     assert state.controls(volume=True, segmentation=True, sides=True).export_result_enabled
+    # DICOM export: only for a CT loaded from the DICOM database, and never while busy
+    assert not state.controls(volume=True, segmentation=True, sides=True).export_dicom_enabled
+    assert state.controls(
+        volume=True, segmentation=True, sides=True, dicom=True
+    ).export_dicom_enabled
+    assert not running.export_dicom_enabled
 
     # 1. The child fails (a corrupt classifier folder): the error comes back as text.
     broken = tmp_path / "broken-model"
@@ -912,3 +918,129 @@ def test_each_step_asks_only_for_its_own_packages():
     assert {"scikit-learn", "skops"} <= grade
     assert any("radiomics" in n.lower() for n in grade)
     assert "torch" in {r.name for r in logic.requirements_for("vbnet", "segment")}
+
+
+# ---------------------------------------------------------------------------- DICOM SEG + SR
+
+
+class _DicomDatabase:
+    """The one call the export makes on Slicer's ``ctkDICOMDatabase``: ``fileForInstance``
+    (SOP Instance UID -> file). ``slicer-core`` has no DICOM database (a CTK/Qt object), so
+    the test indexes real DICOM files the way the database does."""
+
+    isOpen = True
+
+    def __init__(self, files) -> None:
+        import pydicom
+
+        self.files = {
+            str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): str(f) for f in files
+        }
+
+    def fileForInstance(self, uid: str) -> str:  # noqa: N802 - ctkDICOMDatabase's name
+        return self.files.get(uid, "")
+
+
+@pytest.fixture(scope="module")
+def dicom_files(tmp_path_factory, real_ct_path) -> list[Path]:
+    """The real CT as a standard DICOM CT series (one file per slice)."""
+    from femurscreen.dicom.series import write_ct_series
+
+    folder = tmp_path_factory.mktemp("dicom-ct")
+    return write_ct_series(sitk.ReadImage(str(real_ct_path)), folder)
+
+
+def _load_from_dicom(scene, files: list[Path]):
+    """A volume as Slicer's DICOM scalar volume plugin leaves it: Slicer's reader on the series
+    and ``DICOM.instanceUIDs`` naming the file of each slice, in slice order (matched along the
+    slice normal, as the plugin's sorted file list is)."""
+    import pydicom
+
+    volume = _load_volume(scene, files[0], "CT from DICOM")
+    image = volume_convert.volume_to_image(volume)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    row, col = np.array(headers[0].ImageOrientationPatient, float).reshape(2, 3)
+    normal = np.cross(row, col)
+    along = {round(float(np.dot(h.ImagePositionPatient, normal)), 2): h for h in headers}
+    uids = []
+    for k in range(image.GetSize()[2]):
+        position = np.dot(image.TransformIndexToPhysicalPoint((0, 0, k)), normal)
+        uids.append(str(along[round(float(position), 2)].SOPInstanceUID))
+    volume.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    return volume
+
+
+def _seg_pixels(path: Path) -> dict[str, int]:
+    """Foreground pixels per segment label of a binary DICOM SEG (read back with pydicom)."""
+    import pydicom
+
+    seg = pydicom.dcmread(path)
+    names = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    out: dict[str, int] = dict.fromkeys(names.values(), 0)
+    for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        out[names[number]] += int(np.count_nonzero(frame))
+    return out
+
+
+def test_export_dicom_seg_and_sr_of_the_edited_segmentation(core, dicom_files, tmp_path):
+    """A CT loaded from DICOM, segmented, edited, recomputed: the export writes SEG, SR and the
+    report capture into the CT's study, and the SEG holds the edited masks voxel for voxel."""
+    import pydicom
+    from femurscreen.errors import InputError
+
+    scene = core.activate().scene
+    volume = _load_from_dicom(scene, dicom_files)
+    database = _DicomDatabase(dicom_files)
+    logic = FemurScreenLogic(scene)
+    assert logic.loaded_from_dicom(volume)
+    assert [p.name for p in logic.dicom_source_files(volume, database)] == sorted(
+        p.name for p in dicom_files
+    )
+    node = logic.process(volume, engine="classical")
+    first = logic.compute(volume, node)
+    assert first.result["right"]["graded"]  # the left has an implant
+    segment_id = seg_io.side_segment_ids(node)["right"][0]
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
+    kji = np.argwhere(mask)
+    mask[tuple(kji[kji[:, 0] == kji[:, 0].min()].T)] = 0  # the annotator trims the lowest slice
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, node, segment_id, volume)
+
+    with pytest.raises(InputError, match="changed after the bone status was computed"):
+        logic.export_dicom(first, volume, node, tmp_path / "stale", database)
+    assert not (tmp_path / "stale").exists()  # refused before writing anything
+
+    second = logic.compute(volume, node)
+    written = logic.export_dicom(second, volume, node, tmp_path / "out", database)
+    assert [p.name for p in written] == ["seg.dcm", "sr.dcm", "report.dcm"]
+    source = pydicom.dcmread(dicom_files[0], stop_before_pixels=True)
+    seg, sr = (pydicom.dcmread(p) for p in written[:2])
+    assert seg.Modality == "SEG" and sr.Modality == "SR"
+    assert seg.StudyInstanceUID == sr.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.SeriesInstanceUID != source.SeriesInstanceUID
+    referenced = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in seg.ReferencedSeriesSequence
+        for i in s.ReferencedInstanceSequence
+    }
+    assert referenced and referenced <= set(database.files)
+    labels = sitk.GetArrayViewFromImage(second.labels)
+    pixels = _seg_pixels(written[0])
+    assert pixels == {
+        seg_io.SEGMENTS[s].name: int(np.count_nonzero(labels == seg_io.SEGMENTS[s].label))
+        for s in ("left", "right")
+    }
+    before = int(np.count_nonzero(sitk.GetArrayViewFromImage(first.labels) == RIGHT))
+    assert pixels[seg_io.SEGMENTS["right"].name] < before  # the edit is in the SEG
+    assert str(seg.SOPInstanceUID) in str(sr)  # the SR's measurements point at this SEG
+
+    # A volume that did not come from the DICOM database: a clear refusal, nothing written.
+    plain = _load_volume(scene, Path(dicom_files[0]), "no DICOM attribute")
+    with pytest.raises(InputError, match="not loaded from Slicer's DICOM database"):
+        logic.export_dicom(second, plain, node, tmp_path / "plain", database)
+    # The database lost a file: the export says so instead of writing a SEG with holes.
+    database.files.pop(next(iter(referenced)))
+    with pytest.raises(InputError, match="no longer in the DICOM database"):
+        logic.dicom_source_files(volume, database)
+    assert not (tmp_path / "plain").exists()

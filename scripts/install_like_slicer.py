@@ -4,7 +4,9 @@ CI uses it to run the Slicer-side tests on Slicer's own Python (3.12 for Slicer 
 
 1. a fresh virtual environment with only what Slicer itself ships and the test needs: numpy,
    SimpleITK, scipy, packaging (pinned to Slicer 5.10's 25.0, whose pre-release handling the
-   module must cope with), slicer-core (Slicer's MRML classes from PyPI) and pytest;
+   module must cope with), pydicom 2.4.4 and pillow 11.2.1 (Slicer 5.10's; highdicom for the
+   DICOM export needs pydicom 3, which the module's installer then upgrades to), slicer-core
+   (Slicer's MRML classes from PyPI) and pytest;
 2. the module folder on the path by a ``.pth`` file, as Slicer's "additional module paths"
    setting does (FemurScreen is not pip-installed inside Slicer);
 3. everything else installed by the module's own code, ``FemurScreenLib.dependencies``, with
@@ -31,8 +33,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "FemurScreen"
 
-# What Slicer's own Python brings (numpy, SimpleITK, scipy, packaging) plus the test tools.
-SLICER_SHIPS = ("numpy", "SimpleITK", "scipy", "packaging==25.0")
+# What Slicer's own Python brings (numpy, SimpleITK, scipy, packaging; pydicom and pillow as
+# Slicer 5.10's SuperBuild pins them, so the export stage upgrades pydicom as it does inside
+# Slicer) plus the test tools.
+SLICER_SHIPS = (
+    "numpy",
+    "SimpleITK",
+    "scipy",
+    "packaging==25.0",
+    "pydicom==2.4.4",
+    "pillow==11.2.1",
+)
 TEST_TOOLS = ("slicer-core>=5.10", "pytest>=8")
 
 BASELINE_CODE = """
@@ -86,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("venv", type=Path, help="folder of the environment to create")
     parser.add_argument("--engine", default="classical", help="segmentation engine to provide")
-    parser.add_argument("--stage", default="all", choices=("segment", "grade", "all"))
+    parser.add_argument("--stage", default="all", choices=("segment", "grade", "export", "all"))
     args = parser.parse_args(argv)
 
     if args.venv.exists() and not (args.venv / "pyvenv.cfg").is_file():

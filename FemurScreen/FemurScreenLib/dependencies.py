@@ -8,7 +8,9 @@ question is asked through a callback that the widget supplies, so this module ha
 Requirements are split by stage, so that *Segment* does not wait for what only grading needs:
 ``requirements_for(engine, stage="segment")`` is what that engine's segmentation imports (the
 classical engine: nothing beyond what Slicer ships; VB-Net: torch and safetensors),
-``stage="grade"`` what features and the classifier import, ``stage="all"`` both.
+``stage="grade"`` what features and the classifier import, ``stage="export"`` what the DICOM
+SEG/SR export imports (highdicom, which needs pydicom 3: Slicer 5.10 ships pydicom 2.4.4, so
+that export upgrades it and asks for a restart), ``stage="all"`` everything.
 
 Three packages need care (see Resources/DEPENDENCIES.md):
 
@@ -44,7 +46,7 @@ RADIOMICS_DISTRIBUTION = "pyradiomics-bhklab"  # provides the ``radiomics`` impo
 RADIOMICS_VERSION = "3.1.4"
 WHEELS_ENV = "FEMURSCREEN_WHEELS"  # folder of pre-built wheels for offline installation
 
-STAGES = ("segment", "grade", "all")
+STAGES = ("segment", "grade", "export", "all")
 ENGINES = ("classical", "vbnet")  # what ``resolve_engine`` may return for a known engine
 
 
@@ -83,6 +85,13 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "radiomics features",
         route="radiomics",
         alternatives=(("pyradiomics", ">=3.0.1a1"),),
+    ),
+    Requirement("highdicom", ">=0.28", "DICOM SEG and SR export", stage="export"),
+    Requirement(
+        "pydicom",
+        ">=3.0.1",
+        "DICOM files for highdicom (Slicer 5.10 ships 2.4.4: upgraded, restart Slicer after)",
+        stage="export",
     ),
     Requirement(
         "safetensors", ">=0.4", "segmentation network weights", stage="segment", engines=("vbnet",)
@@ -156,8 +165,9 @@ def requirements_for(engine: str = "default", *, stage: str = "all") -> tuple[Re
 
     ``"segment"``: what that engine's segmentation imports (classical: nothing beyond what
     Slicer ships; vbnet: torch and safetensors). ``"grade"``: features and classifier.
-    ``"all"``: both. An engine this module does not know (or ``default`` when the core cannot
-    be imported) gets every engine's requirements, so nothing is missed.
+    ``"export"``: the DICOM SEG/SR export. ``"all"``: everything. An engine this module does
+    not know (or ``default`` when the core cannot be imported) gets every engine's
+    requirements, so nothing is missed.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")

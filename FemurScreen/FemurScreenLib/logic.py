@@ -15,7 +15,8 @@ GUI, in Slicer's Python console, in the module's self-test and in pytest on ``sl
 - :class:`PanelState` is what the panel shows (running jobs, the current result); its methods
   never leave it half-updated after an error, so the widget only renders it.
 - ``export_*`` write the segmentation (``.seg.nrrd``), a CSV, the ``result.json`` and the HTML
-  report.
+  report; :meth:`~FemurScreenLogic.export_dicom` writes DICOM SEG + SR (and the report as a
+  secondary capture) into the study of a CT loaded from Slicer's DICOM database.
 
 Results follow the core's rules (:mod:`femurscreen.screening`): a side whose segmentation found
 a metal implant or a cut by the scan edge is not graded, and a demo model is labelled as such.
@@ -68,6 +69,9 @@ REF_FEATURES = "FemurScreenFeatures"
 REF_RESULTS = "FemurScreenResults"
 REF_PROBABILITIES = "FemurScreenProbabilities"
 REF_CHART = "FemurScreenChart"
+# Set by Slicer's DICOM scalar volume plugin: the SOP Instance UIDs of the volume's slices
+# (DICOMScalarVolumePlugin.load); "Unknown" for a file without one.
+DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 
 
 class MissingPackagesError(FemurScreenError):
@@ -746,6 +750,87 @@ class FemurScreenLogic:
         return write_text(path, text + "\n")
 
     @staticmethod
+    def loaded_from_dicom(volume_node) -> bool:
+        """Whether the volume came from Slicer's DICOM database (it then has a study that a
+        DICOM SEG and SR can join)."""
+        return volume_node is not None and bool(
+            (volume_node.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
+        )
+
+    def dicom_source_files(self, volume_node, database=None) -> list[Path]:
+        """The DICOM files the volume was loaded from, found by their SOP Instance UIDs in
+        Slicer's DICOM database (``slicer.dicomDatabase.fileForInstance``; ``database``: an
+        object with that method, e.g. for scripts with their own database)."""
+        name = volume_node.GetName() if volume_node is not None else "(none)"
+        uids = (volume_node.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split() if volume_node else []
+        if not uids:
+            raise InputError(
+                f"the volume '{name}' was not loaded from Slicer's DICOM database, so it has no "
+                "DICOM study for a SEG and SR to join",
+                "load the CT with the DICOM module (Import DICOM files, then Load), or save the "
+                "segmentation and the result as files instead",
+            )
+        database = database if database is not None else getattr(slicer, "dicomDatabase", None)
+        if database is None or not getattr(database, "isOpen", True):
+            raise InputError(
+                "Slicer's DICOM database is not open",
+                "open the DICOM module once (it opens the database), then export again",
+            )
+        files: list[Path] = []
+        lost = 0
+        for uid in dict.fromkeys(uids):
+            found = database.fileForInstance(uid) if uid != "Unknown" else ""
+            if found and Path(found).is_file():
+                files.append(Path(found))
+            else:
+                lost += 1
+        if lost:
+            raise InputError(
+                f"{lost} of the {len(uids)} DICOM files of '{name}' are no longer in the DICOM "
+                "database or on disk",
+                "import the CT study into the DICOM database again, load it, then export",
+            )
+        return files
+
+    def export_dicom(
+        self,
+        screening_result: ScreeningResult,
+        volume_node,
+        segmentation_node,
+        out_dir: str | Path,
+        database=None,
+    ) -> list[Path]:
+        """DICOM SEG of the segments as they were graded, the TID 1500 SR of the result and the
+        report as a secondary capture, in the CT's study, into ``out_dir`` (``seg.dcm``,
+        ``sr.dcm``, ``report.dcm``; the core's :func:`femurscreen.dicom.export.
+        write_dicom_outputs`, as ``femurscreen screen --dicom`` writes them).
+
+        Refuses, writing nothing, a volume not loaded from DICOM and segments edited after the
+        result was computed (the SEG and the SR must describe the same masks).
+        """
+        self.check_packages("default", "export")
+        import pydicom
+        from femurscreen.dicom.export import write_dicom_outputs
+
+        files = self.dicom_source_files(volume_node, database)
+        now = seg_io.read_labels(segmentation_node, volume_node).labels
+        graded = sitk.GetArrayViewFromImage(screening_result.labels)
+        if now.shape != graded.shape or not np.array_equal(now, graded):
+            raise InputError(
+                "the segments changed after the bone status was computed",
+                "press Recompute (or wait for the automatic recompute), then export",
+            )
+        # the headers of exactly the volume's files (its folder may hold other series too)
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        return write_dicom_outputs(
+            screening_result.result,
+            screening_result.labels,
+            headers,
+            out_dir,
+            ct=screening_result.ct,
+        )
+
+    @staticmethod
     def report_available() -> bool:
         try:
             from femurscreen.output.report import write_report  # noqa: F401
@@ -776,6 +861,7 @@ class Controls:
     export_segmentation_enabled: bool
     export_result_enabled: bool  # only a current result: never a stale or failed one
     busy: bool  # a child process is running (progress bar shown)
+    export_dicom_enabled: bool = False  # a current result of a CT loaded from DICOM
 
 
 @dataclass(frozen=True)
@@ -816,15 +902,20 @@ class PanelState:
         """The running job the progress bar follows."""
         return self.segmentation_job or self.grading_job
 
-    def controls(self, *, volume: bool, segmentation: bool, sides: bool) -> Controls:
+    def controls(
+        self, *, volume: bool, segmentation: bool, sides: bool, dicom: bool = False
+    ) -> Controls:
+        """``dicom``: the volume was loaded from Slicer's DICOM database."""
+        exportable = self.result is not None and not self.grading
         return Controls(
             segment_text="Cancel" if self.segmenting else "Segment",
             segment_enabled=self.segmenting or (volume and sides and not self.grading),
             recompute_text="Cancel" if self.grading else "Recompute",
             recompute_enabled=self.grading or (volume and segmentation and not self.segmenting),
             export_segmentation_enabled=segmentation and not self.segmenting,
-            export_result_enabled=self.result is not None and not self.grading,
+            export_result_enabled=exportable,
             busy=self.job is not None,
+            export_dicom_enabled=exportable and dicom and not self.segmenting,
         )
 
     # segmentation
