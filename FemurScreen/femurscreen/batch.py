@@ -365,7 +365,6 @@ def run_case(
                 from femurscreen.screening import fingerprint
 
                 name = fingerprint(read_ct(source))
-            extra = {"dicom": True} if dicom else {}  # a keyword screen() has had since H1
             result = screen(
                 source,
                 root / name,
@@ -373,7 +372,7 @@ def run_case(
                 model_dir=model,
                 include_identifiers=include_identifiers,
                 case_id=case_id,
-                **extra,
+                dicom=dicom,
             )
     except Exception as exc:  # the batch must go on: every failure is recorded, none is lost
         message = (
@@ -452,11 +451,30 @@ def _model(model_dir: str | None):
     return _MODELS[key]
 
 
+# Loggers quiet while a batch runs: the progress bar says what happens, and the DICOM
+# libraries log UIDs (and highdicom the dataset it copies the patient from) at INFO.
+QUIET_LOGGERS = ("femurscreen", "highdicom", "dicomweb_client")
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _init_pool_worker(threads: int) -> None:
     """Each pool process gets its share of the cores (set before numpy/torch load)."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
-    logging.getLogger("femurscreen").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +518,8 @@ def batch(
     out_dir = check_output_folder(Path(out_dir).expanduser()).resolve()
     dicom = dicom or from_dicomweb is not None or to_dicomweb is not None
     if from_dicomweb is not None:
-        cases, skipped, remote = _remote_cases(from_dicomweb, out_dir, include_identifiers)
+        with _quiet_logs():  # dicomweb-client logs every UID it queries at INFO
+            cases, skipped, remote = _remote_cases(from_dicomweb, out_dir, include_identifiers)
     elif inputs is None:
         raise InputError("no input", "pass a folder or CSV of CTs, or --from-dicomweb URL")
     else:
@@ -509,7 +528,7 @@ def batch(
     model = None if model_dir is None else str(Path(model_dir).expanduser().resolve())
     loaded = _model(model)  # a broken model stops the batch before any case runs
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _BatchLock(out_dir):
+    with _BatchLock(out_dir), _quiet_logs():  # the bar says what happens; no UIDs logged
         run = _Run(
             cases,
             skipped,
@@ -549,7 +568,8 @@ def _remote_cases(
                 + (f" ({'; '.join(s.reason for s in plan.skipped[:3])})" if plan.skipped else "")
             )
             log.warning("%s: %s", study, why)
-            skipped.append(SkippedSeries(study, why, study, {"study": study}, failed=True))
+            info = {"study": study, "status": "failed", "reason": why}
+            skipped.append(SkippedSeries(study, why, study, info, failed=True))
         for item in plan.chosen:
             remote[len(cases)] = item
             folder = out_dir / f".dicomweb-{item.key[:16]}"
@@ -600,7 +620,7 @@ class _Run:
         self.bar = bar = _Progress(len(cases), stream)
         todo = []
         for slot, name in enumerate(planned):
-            if name is not None and is_complete_result(out_dir / name):
+            if name is not None and is_complete_result(out_dir / name, self.dicom):
                 self.outcomes[slot] = self._stored(_finished_before(out_dir, name, self.keys[slot]))
             else:
                 todo.append(slot)
@@ -635,15 +655,9 @@ class _Run:
                 else:
                     _run_pool(self.workers, ready, self._done)
             else:
-                quiet = logging.getLogger("femurscreen")
-                level = quiet.level
-                quiet.setLevel(logging.WARNING)  # the bar says what happens; keep stderr readable
-                try:
-                    for slot, job in jobs.items():
-                        failure = self._fetch(slot, job)
-                        self._done(slot, failure or run_case(*job))
-                finally:
-                    quiet.setLevel(level)
+                for slot, job in jobs.items():
+                    failure = self._fetch(slot, job)
+                    self._done(slot, failure or run_case(*job))
         bar.close()
         index.save()
         table = self.writer.write(self.outcomes)
@@ -712,15 +726,27 @@ def _join(first: str, second: str) -> str:
     return f"{first}; {second}" if first else second
 
 
-def is_complete_result(folder: Path) -> bool:
-    """A finished result: result.json of our format and every other file of the folder.
+def is_complete_result(folder: Path, dicom: bool = False) -> bool:
+    """A finished result: result.json of our format and every other file of the folder (and,
+    with ``dicom``, its DICOM objects).
 
     Stricter than the existence of result.json: a folder whose report.html was deleted is
-    screened again, not skipped as done.
+    screened again, not skipped as done; so is one screened without DICOM output when a
+    DICOM output is asked for now.
     """
     from femurscreen.screening import FILES, is_complete
 
-    return is_complete(folder) and all((folder / name).is_file() for name in FILES)
+    if not (is_complete(folder) and all((folder / name).is_file() for name in FILES)):
+        return False
+    if not dicom:
+        return True
+    try:
+        block = json.loads((folder / "result.json").read_text(encoding="utf-8")).get("dicom")
+    except (OSError, ValueError):
+        return False
+    return isinstance(block, dict) and all(
+        (folder / str(block.get(k, ""))).is_file() for k in ("seg", "sr", "report")
+    )
 
 
 def _finished_before(out_dir: Path, case_id: str, key: str) -> Outcome:

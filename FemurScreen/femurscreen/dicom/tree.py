@@ -103,10 +103,11 @@ class Series:
             "series": f"series-{self.key}",
             "modality": "/".join(sorted(self.modalities)) or "none",
             "slices": self.slices,
-            "files": len(self.files),
             "status": "chosen" if self.chosen else "skipped",
             "reason": self.reason,
         }
+        if self.files:
+            info["files"] = len(self.files)
         if include_identifiers:
             info.update(
                 study_uid=self.study_uid,

@@ -181,7 +181,6 @@ class DicomWeb:
 
     def plan_study(self, study_uid: str) -> StudyPlan:
         """The study's series judged like a local tree (metadata only, no pixel data)."""
-        import pydicom
 
         try:
             listing = self._call("list a study's series", self.client.search_for_series, study_uid)
@@ -193,7 +192,7 @@ class DicomWeb:
             modality = _value(item, "00080060").upper()
             count = int(_value(item, "00201209") or 0)
             if modality and modality != "CT":  # no need to fetch the metadata of an MR
-                found = series_from_datasets([pydicom.Dataset.from_json(item)])
+                found = series_from_datasets([_dataset(item)])
                 for series in found:
                     series.slices = count
                 skipped += found
@@ -207,7 +206,7 @@ class DicomWeb:
                 )
             except InputError as exc:
                 return StudyPlan(study_uid, [], skipped, exc.message)
-            datasets = [pydicom.Dataset.from_json(m) for m in metadata]
+            datasets = [_dataset(m) for m in metadata]
             for series in series_from_datasets(datasets):
                 if not series.chosen:
                     skipped.append(series)
@@ -251,6 +250,13 @@ class DicomWeb:
                 "check the server's log",
             )
         return len(datasets)
+
+
+def _dataset(item: dict):
+    """A header from DICOM JSON; bulk data (pixels, private blobs) is left out, not fetched."""
+    import pydicom
+
+    return pydicom.Dataset.from_json(item, bulk_data_uri_handler=lambda *_: b"")
 
 
 def remote_key(server: str, study_uid: str, series_uid: str, instances: int) -> str:
