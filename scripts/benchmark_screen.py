@@ -8,7 +8,9 @@ OMP/MKL thread limits), so imports and model loading count as they do for a user
 resident memory of the process (``ru_maxrss``) is the number reported. Stage times come from
 ``result.json`` (``timing_s``; "imports" is the first-use loading of the libraries, which a
 batch worker pays once); "process" is the time from the child's first line to its end and
-"wall" includes starting the interpreter.
+"wall" includes starting the interpreter; "cpu" is the child's user + system CPU time (on a
+shared machine it varies less than the wall times). It also says whether torch was imported
+(the classical engine must not need it).
 
     python scripts/benchmark_screen.py                 # makes a phantom once, 3 runs
     python scripts/benchmark_screen.py --ct my_ct.nii.gz --runs 5
@@ -38,6 +40,7 @@ STAGES = (
     "segment",
     "features",
     "classify",
+    "bmd",
     "write",
     "report",
     "total",
@@ -52,8 +55,12 @@ def child(ct: str, out: str, engine: str) -> None:
     result = screen(ct, out, engine=engine)
     timing = dict(result["timing_s"])
     timing["process"] = round(time.perf_counter() - started, 3)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"timing": timing, "peak_gb": peak_kb / 1024**2, "size": result["input"]}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    timing["cpu"] = round(usage.ru_utime + usage.ru_stime, 3)  # steadier than wall under load
+    peak_kb = usage.ru_maxrss
+    torch = "torch" in sys.modules  # the classical engine should never need it
+    out = {"timing": timing, "peak_gb": peak_kb / 1024**2, "size": result["input"]}
+    print(json.dumps({**out, "torch": torch}))
 
 
 def run_once(ct: Path, out: Path, cores: int, engine: str) -> dict:
@@ -105,7 +112,7 @@ def main() -> int:
         f"engine {args.engine}; {args.runs} runs (median, min, max)"
     )
     print(f"{'stage':<12}{'median s':>10}{'min s':>9}{'max s':>9}")
-    keys = [k for k in (*STAGES, "process", "wall") if k in runs[0]["timing"]]
+    keys = [k for k in (*STAGES, "process", "cpu", "wall") if k in runs[0]["timing"]]
     for key in keys:
         values = [r["timing"][key] for r in runs]
         print(f"{key:<12}{statistics.median(values):>10.2f}{min(values):>9.2f}{max(values):>9.2f}")
@@ -113,6 +120,7 @@ def main() -> int:
     total = statistics.median(r["timing"]["total"] for r in runs)
     process = statistics.median(r["timing"]["process"] for r in runs)
     print(f"{'peak memory':<12}{peak:>10.2f} GB")
+    print(f"torch imported: {'yes' if any(r.get('torch') for r in runs) else 'no'}")
     verdict_t = "OK" if total <= GOAL_S else "OVER"
     verdict_m = "OK" if peak <= GOAL_GB else "OVER"
     print(

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
-
 from femurscreen.atomic import atomic_dir
 from femurscreen.classifier.applicability import Applicability
 from femurscreen.errors import InputError, ModelError
@@ -87,6 +85,32 @@ RESTORE_ADVICE = (
     "demo model) or train a new one with 'femurscreen train-classifier'; never edit model files "
     "by hand"
 )
+
+
+def _skops_io() -> Any:
+    """``skops.io``, imported without its start-up walk over every scikit-learn module.
+
+    On import, skops builds its *default* trust list from ``sklearn.utils.all_estimators()``,
+    which imports every scikit-learn module, and through ``pkgutil`` every package under
+    ``sklearn.externals`` too: that pulls in torch (sklearn's array-API adapter) and costs
+    about 8 s of a 10 s classifier import on this machine, for a list FemurScreen never uses:
+    every load passes :data:`TRUSTED_TYPES` explicitly and :func:`_check_types` compares every
+    stored type with our own list. An empty default is stricter, never looser.
+    """
+    import sys
+
+    if "skops.io" not in sys.modules:
+        import sklearn.utils
+
+        walk = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda type_filter=None: []  # type: ignore[assignment]
+        try:
+            import skops.io
+        finally:
+            sklearn.utils.all_estimators = walk
+    import skops.io
+
+    return skops.io
 
 
 _WRITER_KEYS = frozenset(
@@ -181,7 +205,7 @@ def _kind(exc: BaseException) -> str:
 def _check_types(path: Path, data: bytes) -> None:
     try:
         names = stored_types(data)
-        untrusted = set(sio.get_untrusted_types(data=data))
+        untrusted = set(_skops_io().get_untrusted_types(data=data))
     except Exception as exc:  # noqa: BLE001 - zlib.error, BadZipFile, KeyError...: the file's
         raise _cannot_read(path, exc) from exc
     allowed = set(TRUSTED_TYPES) | set(BUILTIN_TYPES)
@@ -216,7 +240,7 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     )
     _check_types(model_path, model_bytes)
     try:
-        model = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))
+        model = _skops_io().loads(model_bytes, trusted=list(TRUSTED_TYPES))
     except Exception as exc:  # noqa: BLE001 - any failure to build the object is the file's
         raise _cannot_read(model_path, exc) from exc
     try:
@@ -265,7 +289,7 @@ def write_model_dir(
         )
     with atomic_dir(out_dir) as tmp:
         # deflate: a 500-tree forest shrinks about 13-fold (it is shipped in the repository)
-        sio.dump(model, tmp / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+        _skops_io().dump(model, tmp / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
         (tmp / APPLICABILITY_FILE).write_text(
             json.dumps(applicability.to_dict(), indent=1) + "\n", encoding="utf-8"
         )
