@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import SimpleITK as sitk
 
 from femurscreen import __version__
+from femurscreen.errors import FemurScreenError
 from femurscreen.labels import CLASSES, SIDES
 from femurscreen.output.columns import BMD_COLUMNS, SUMMARY_COLUMNS  # noqa: F401 (batch)
 from femurscreen.status import GRADED_STATUSES, Status
@@ -328,7 +329,7 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
             out["graded"] = True
             out["probabilities"] = probabilities
             out["predicted"] = str(prediction.get("predicted") or "") or max(
-                probabilities, key=probabilities.get
+                probabilities, key=lambda c: float(probabilities[c] or 0.0)
             )
             out["applicable"] = bool(prediction.get("applicable", True))
             out["reliability"] = str(prediction.get("reliability") or "") or None
@@ -487,7 +488,7 @@ def write_request(
         "ct": str(Path(ct_path).resolve()),
         "labels": str(Path(labels_path).resolve()),
         "out": str(Path(out_path).resolve()),
-        "sides": {name: None if sides.get(name) is None else dict(sides[name]) for name in SIDES},
+        "sides": {name: _plain(sides.get(name)) for name in SIDES},
         "model_dir": str(Path(model_dir).resolve()),
         "label": label,
         "source": source,
@@ -497,6 +498,10 @@ def write_request(
     path = Path(path)
     path.write_text(json.dumps(json_safe(request), indent=2), encoding="utf-8")
     return path
+
+
+def _plain(side: Mapping[str, Any] | None) -> dict | None:
+    return None if side is None else dict(side)
 
 
 def run_request(request_path: str | Path, progress: Progress | None = None) -> Path:
@@ -539,13 +544,11 @@ def run_request(request_path: str | Path, progress: Progress | None = None) -> P
 
 def read_response(path: str | Path) -> Grading:
     """The :class:`Grading` a child wrote with :func:`run_request`."""
-    from femurscreen.errors import FemurScreenError
-
     data = _read_json(path, RESPONSE_FORMAT, "grading result", FemurScreenError)
     return Grading(rows=data["rows"], predictions=data["predictions"], result=data["result"])
 
 
-def _read_json(path: str | Path, fmt: str, what: str, error: type[Exception]) -> dict:
+def _read_json(path: str | Path, fmt: str, what: str, error: type[FemurScreenError]) -> dict:
     """A JSON object of format ``fmt``, or ``error`` saying what is wrong with the file."""
     path = Path(path)
     try:
@@ -560,7 +563,6 @@ def _read_json(path: str | Path, fmt: str, what: str, error: type[Exception]) ->
 def main(argv: list[str] | None = None) -> int:
     """``python -m femurscreen.grading REQUEST.json``: progress as "grading: STAGE N%" lines on
     stderr, errors as "femurscreen grade: error: ..." and exit code 1."""
-    from femurscreen.errors import FemurScreenError
 
     parser = argparse.ArgumentParser(prog="python -m femurscreen.grading")
     parser.add_argument("request", help="grading request JSON (see write_request)")

@@ -116,7 +116,8 @@ def render_pictures(ct: sitk.Image, labels: sitk.Image, result: dict) -> dict[st
         middle = np.mean(centroids, axis=0)
         grid = to_lps(labels)
         index = grid.TransformPhysicalPointToIndex(tuple(float(v) for v in middle))
-        axial, coronal = slices_through(ct, labels, centre=tuple(int(v) for v in index[::-1]))
+        k, j, i = (int(v) for v in index[::-1])
+        axial, coronal = slices_through(ct, labels, centre=(k, j, i))
         pictures["overview"] = _png([(axial, "Axial"), (coronal, "Coronal")], width_in=9.0)
     return pictures
 
@@ -280,12 +281,13 @@ def _summary_line(side: str, info: dict) -> str:
         p = (info.get("probabilities") or {}).get(cls)
         pct = f" ({100 * p:.0f}%)" if p is not None else ""
         return f"{CLASS_WORDS.get(cls, cls)}{pct}"
-    status = info.get("status") or "not graded"
-    return {
+    status = str(info.get("status") or "not graded")
+    words: dict[str, str] = {
         Status.IMPLANT: "not graded — metal implant",
         Status.TRUNCATED: "not graded — cut by the scan edge",
         Status.NOT_FOUND: "not found in the scan",
-    }.get(status, "not graded")
+    }
+    return words.get(status, "not graded")
 
 
 def _bars(info: dict) -> str:
@@ -383,11 +385,11 @@ def _bmd_line(side: str, result: dict) -> str:
     block = (result.get("bmd") or {}).get(side) or {}
     if block.get("status") != Status.OK:
         return ""
-    who = block.get("who_class")
+    who = str(block.get("who_class") or "–")
     return (
         '<p class="bmd-line">CT-derived estimate (not DXA): T-score neck '
         f"{_e(_fmt(block.get('fn_t_score'), 1))}, total hip {_e(_fmt(block.get('th_t_score'), 1))}"
-        f" · <strong>{_e(CLASS_WORDS.get(who, who or '–'))}</strong></p>"
+        f" · <strong>{_e(CLASS_WORDS.get(who, who))}</strong></p>"
     )
 
 
