@@ -497,6 +497,7 @@ def test_render_html_density_refused_and_near_a_class_limit() -> None:
     assert BMD_TITLE in page and "Calibration refused" in page
     assert "no fat peak in the body" in page and "No density numbers" in page
     assert "T-score neck" not in page  # no card line without numbers
+    assert "Femoral neck aBMD" not in page  # no table of dashes either
     graded = {
         **refused,
         "calibration": {"status": "ok"},
@@ -518,3 +519,28 @@ def test_render_html_density_refused_and_near_a_class_limit() -> None:
     assert "ROI incomplete here" in page  # left column: the segmentation's reason
     no_bmd = render_html(_result())
     assert BMD_TITLE not in no_bmd
+
+
+def test_report_of_a_scan_whose_calibration_is_refused(tmp_path: Path) -> None:
+    """A scan without the air/fat/muscle the calibration needs: the report says why there are
+    no density numbers and still shows the calibration plot."""
+    import html
+    import re
+
+    from femurscreen.bmd import measure
+    from femurscreen.output.report import write_report
+
+    array = np.full((40, 48, 48), 40, np.int16)  # all soft tissue: no air, no fat peak
+    array[10:30, 14:30, 8:20] = 400  # a 'femur' on the patient's right (low x in LPS)
+    ct = sitk.GetImageFromArray(array)
+    ct.SetSpacing((1.5, 1.5, 1.5))
+    labels = sitk.GetImageFromArray(np.where(array == 400, 2, 0).astype(np.uint8))
+    labels.CopyInformation(ct)
+    bmd = measure(ct, labels, side_status={"right": "ok", "left": "not_found"})
+    assert bmd["calibration"]["status"] != "ok"
+    result = {**_result(), "bmd": bmd}
+    page = write_report(result, ct, labels, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Calibration refused" in page
+    assert html.escape(bmd["calibration"]["reason"], quote=True) in page
+    assert re.search(r'class="bmd-figure"[^>]*src="data:image/png;base64,', page)
+    assert "Femoral neck aBMD" not in page

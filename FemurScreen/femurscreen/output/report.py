@@ -403,12 +403,17 @@ def _bmd_section(result: dict, picture: str | None) -> str:
     if block.get("label"):
         parts.append(f'<p class="bmd-label">{_e(block["label"])}.</p>')
     if calibration.get("status") != Status.OK:
+        code = str(calibration.get("status") or "").replace("_", " ")
         parts.append(
-            '<p class="refused"><strong>Calibration refused</strong> '
-            f"({_e(str(calibration.get('status') or '').replace('_', ' '))}): "
-            f"{_e(calibration.get('reason') or 'no reason given')}. "
+            '<p class="refused"><strong>Calibration refused</strong>'
+            + (f" ({_e(code)})" if code not in ("", "refused") else "")
+            + f": {_e(calibration.get('reason') or 'no reason given')}. "
             "No density numbers for this scan.</p>"
         )
+        if picture:  # the calibration plot shows which tissue point failed
+            parts.append(_bmd_figure(picture))
+        parts.append("</section>")
+        return "".join(parts)
     sides = {s: block.get(s) or {} for s in SIDE_ORDER}
     see = block.get("see_g_cm2")
     t_sd = next((b.get("t_score_sd") for b in sides.values() if b.get("t_score_sd")), None)
@@ -473,13 +478,17 @@ def _bmd_section(result: dict, picture: str | None) -> str:
         notes.append(f"T-scores against {block['reference']}.")
     parts.append('<ul class="bmd-notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     if picture:
-        parts.append(
-            '<img class="bmd-figure" alt="Calibration line and the DXA-like projection of each '
-            'femur with the femoral-neck box and the total-hip region" '
-            f'src="data:image/png;base64,{picture}">'
-        )
+        parts.append(_bmd_figure(picture))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _bmd_figure(picture: str) -> str:
+    return (
+        '<img class="bmd-figure" alt="Calibration line and the DXA-like projection of each '
+        'femur with the femoral-neck box and the total-hip region" '
+        f'src="data:image/png;base64,{picture}">'
+    )
 
 
 def _identifier_block(result: dict) -> str:
