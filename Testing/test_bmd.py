@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.bmd import measure
-from femurscreen.bmd.calibration import REFERENCE_HU, calibrate
+from femurscreen.bmd.attenuation import mineral_hu_per_mg_cm3, tissue_hu
+from femurscreen.bmd.calibration import TISSUE_SD_HU, calibrate
 from femurscreen.bmd.tscore import REFERENCE, grade, t_score
 from femurscreen.cli import main as cli_main
-from femurscreen.phantom import PhantomOptions, make_case
-from femurscreen.phantom.scanner import Scanner
+from femurscreen.phantom import PhantomOptions, make_case, prepare
+from femurscreen.phantom.anatomy import SIDE_SIGN
+from femurscreen.phantom.scanner import MG_K2HPO4_PER_HU, Scanner
 
 SPACING = (3.0, 3.0, 3.0)
 SHIFTED = Scanner(scale=1.02, offset=12.0, kvp=120.0)  # miscalibrated, same kVp
@@ -54,32 +56,76 @@ def test_scanner_changes_hu_but_not_the_truth(pair):
     assert a1[bone].mean() - a0[bone].mean() > 12.0  # raw bone HU moved
 
 
+def test_attenuation_table_gives_known_ct_numbers():
+    """NIST tables: fat about -100 HU and K2HPO4 0.80 mg/cm3 per HU at 120 kVp (66 keV); bone
+    mineral reads more per mg at lower energy, fat lower (what a kVp change does)."""
+    assert -110 < tissue_hu("adipose", 66.0) < -95 and 35 < tissue_hu("muscle", 66.0) < 55
+    assert 1.0 / mineral_hu_per_mg_cm3(66.0) == pytest.approx(MG_K2HPO4_PER_HU, abs=0.01)
+    assert mineral_hu_per_mg_cm3(59.0) > 1.15 * mineral_hu_per_mg_cm3(66.0)
+    assert tissue_hu("adipose", 59.0) < tissue_hu("adipose", 72.0)
+
+
 def test_calibration_recovers_the_scanner(pair):
     for name, (ct, _mask, _info) in pair.items():
-        cal = calibrate(sitk.GetArrayViewFromImage(ct), ct.GetSpacing())
+        scanner = Scanner() if name == "identity" else SHIFTED
+        cal = calibrate(sitk.GetArrayViewFromImage(ct), ct.GetSpacing(), kvp=120.0)
         assert cal.ok, (name, cal.reason)
         assert [p.name for p in cal.points] == ["air", "fat", "muscle"]
-        assert all(abs(p.residual_hu) < 25 for p in cal.points)
-        # the calibrated scale maps the scanner's water (its offset) back near 0 HU
-        scanner = Scanner() if name == "identity" else SHIFTED
-        water = scanner.hu(0.0)
-        assert abs(cal.slope * water + cal.intercept) < 12.0
-        assert abs(cal.slope * scanner.hu(-1000.0) + cal.intercept + 1000.0) < 15.0
+        assert all(abs(p.residual_hu) < 3 * TISSUE_SD_HU[p.name] for p in cal.points)
+        assert abs(cal.energy_kev - scanner.kev) < 3.0 and cal.energy_sd_kev < 3.0
+        assert abs(cal.hu_scale - scanner.scale) < 0.02 and abs(cal.hu_offset - scanner.offset) < 8
+        # bone of known density written by this scanner comes back as that density
+        for h in (300.0, 800.0):
+            got = float(cal.density(np.array([scanner.hu(h)]))[0])
+            assert got == pytest.approx(MG_K2HPO4_PER_HU * h, rel=0.06), (name, h)
         d = cal.as_dict()
-        assert d["material"] == "K2HPO4" and d["status"] == "ok"
-        assert d["density_slope_mg_cm3_per_hu"] == pytest.approx(0.8 * cal.slope, abs=1e-4)
+        assert d["material"] == "K2HPO4" and d["status"] == "ok" and d["kvp"] == 120.0
+        assert d["density_slope_mg_cm3_per_hu"] == pytest.approx(
+            cal.slope * cal.mg_per_hu, abs=1e-4
+        )
+        assert {"energy_kev", "energy_sd_kev", "hu_scale", "hu_offset"} <= set(d)
+
+
+@pytest.fixture(scope="module")
+def kvp_pair():
+    """One case at 100 and at 140 kVp (bone mineral reads about 35 % higher at 100)."""
+    return {
+        kvp: make_case(23, -2.0, PhantomOptions(spacing=SPACING, scanner=Scanner(kvp=kvp)))
+        for kvp in (100.0, 140.0)
+    }
+
+
+def test_kvp_changes_bone_hu_but_not_the_t_score(kvp_pair):
+    (ct_lo, mask, info), (ct_hi, _m, _i) = kvp_pair[100.0], kvp_pair[140.0]
+    bone = sitk.GetArrayViewFromImage(mask) > 0
+    raw = [float(sitk.GetArrayViewFromImage(c)[bone].mean()) for c in (ct_lo, ct_hi)]
+    assert raw[0] - raw[1] > 80.0  # raw HU of the same femurs far apart
+    res = {kvp: measure(ct, m, kvp=kvp) for kvp, (ct, m, _) in kvp_pair.items()}
+    for side in ("left", "right"):
+        lo, hi = res[100.0][side], res[140.0][side]
+        assert lo["status"] == hi["status"] == "ok"
+        assert abs(lo["fn_t_score"] - hi["fn_t_score"]) < 0.3, (lo, hi)
+        assert abs(lo["fn_abmd_g_cm2"] - info[f"true_fn_abmd_{side}_g_cm2"]) < 0.08
+    assert res[100.0]["calibration"]["energy_kev"] < res[140.0]["calibration"]["energy_kev"]
+    # the kVp from a DICOM header on the image is used the same way
+    ct_lo.SetMetaData("0018|0060", "100")
+    assert measure(ct_lo, mask)["calibration"]["kvp"] == 100.0
 
 
 def test_abmd_is_close_to_the_truth_and_stable_across_scanners(pair):
+    """With the kVp known (a DICOM header) a miscalibrated scanner gives the same T-score;
+    without it (NIfTI) the energy is mostly the prior's and the error is larger."""
     results = {}
     for name, (ct, mask, info) in pair.items():
-        res = measure(ct, mask)
+        res = measure(ct, mask, kvp=120.0)
+        bare = measure(ct, mask)
         for side in ("left", "right"):
             s = res[side]
             assert s["status"] == "ok", s
-            assert abs(s["fn_abmd_g_cm2"] - info[f"true_fn_abmd_{side}_g_cm2"]) < 0.12
-            assert abs(s["th_abmd_g_cm2"] - info[f"true_th_abmd_{side}_g_cm2"]) < 0.15
+            assert abs(s["fn_abmd_g_cm2"] - info[f"true_fn_abmd_{side}_g_cm2"]) < 0.06
+            assert abs(s["th_abmd_g_cm2"] - info[f"true_th_abmd_{side}_g_cm2"]) < 0.06
             assert s["who_class"] in ("normal", "osteopenia", "osteoporosis")
+            assert abs(bare[side]["fn_abmd_g_cm2"] - info[f"true_fn_abmd_{side}_g_cm2"]) < 0.12
         results[name] = res
     for side in ("left", "right"):
         a, b = results["identity"][side], results["shifted"][side]
@@ -111,18 +157,29 @@ def test_no_air_in_view_is_refused(pair):
 
 
 def contrast_case(pair) -> sitk.Image:
-    """The phantom with an enhanced aorta-like vessel (250 HU, 20 mm) through the pelvis."""
+    """The phantom with iodine in its own iliac/femoral arteries and veins (+250 / +180 HU,
+    as in a portal-venous phase), placed from the case's anatomy (seed 21, T -1.8)."""
     ct, _mask, _ = pair["identity"]
-    a = sitk.GetArrayFromImage(ct)
+    anatomy, _grid = prepare(21, -1.8, PhantomOptions(spacing=SPACING))
+    a = sitk.GetArrayFromImage(ct).astype(np.float32)
     k, j, i = np.indices(a.shape)
-    world_x = ct.GetOrigin()[0] + i * ct.GetSpacing()[0]
-    world_y = ct.GetOrigin()[1] + j * ct.GetSpacing()[1]
-    body_y = (
-        np.mean(np.nonzero(a[a.shape[0] // 2] > -500)[0]) * ct.GetSpacing()[1] + ct.GetOrigin()[1]
-    )
-    tube = (world_x**2 + (world_y - (body_y - 45.0)) ** 2 <= 10.0**2) & (k > a.shape[0] // 3)
-    a[tube] = 250
-    img = sitk.GetImageFromArray(a)
+    ijk = np.stack([i, j, k], axis=-1).reshape(-1, 3).astype(np.float64)
+    matrix = np.asarray(ct.GetDirection()).reshape(3, 3) @ np.diag(ct.GetSpacing())
+    world = ijk @ matrix.T + np.asarray(ct.GetOrigin())
+    s = anatomy.scale
+    add = np.zeros(world.shape[0], dtype=np.float32)
+    for side, path in anatomy.vessels.items():
+        sign = SIDE_SIGN[side]
+        for offset, r, iodine in ((0.0, 3.8 * s, 250.0), (-sign * 10.0 * s, 5.5 * s, 180.0)):
+            for pa, pb in zip(path[:-1], path[1:], strict=True):
+                qa = anatomy.to_world(pa + np.array([offset, 2.0, 0.0]))
+                qb = anatomy.to_world(pb + np.array([offset, 2.0, 0.0]))
+                ab = qb - qa
+                t = np.clip((world - qa) @ ab / (ab @ ab), 0.0, 1.0)
+                d = np.linalg.norm(world - (qa + t[:, None] * ab), axis=1)
+                add = np.maximum(add, np.where(d <= r + 1.0, iodine, 0.0))
+    a += add.reshape(a.shape)
+    img = sitk.GetImageFromArray(a.astype(np.int16))
     img.CopyInformation(ct)
     return img
 
@@ -190,7 +247,55 @@ def test_real_ct_calibration_is_plausible(real_ct_path: Path):
     ct = sitk.ReadImage(str(real_ct_path))
     cal = calibrate(sitk.GetArrayViewFromImage(ct), ct.GetSpacing())
     assert cal.ok, cal.reason
-    assert cal.contrast_ml == 0.0  # an unenhanced scan
+    assert cal.contrast_ml < 3.0 and "contrast" not in cal.flags  # an unenhanced scan
     obs = {p.name: p.observed_hu for p in cal.points}
     assert -1010 < obs["air"] < -980 and -115 < obs["fat"] < -85 and 0 < obs["muscle"] < 60
-    assert 0.95 < cal.slope < 1.05 and REFERENCE_HU["air"] == -1000.0
+    # no kVp in a NIfTI: the energy stays near 120 kVp's, the HU scale near a calibrated CT's
+    assert "kvp_unknown" in cal.flags and 60.0 < cal.energy_kev < 74.0
+    assert 0.95 < cal.hu_scale < 1.05 and abs(cal.hu_offset) < 20.0
+    assert 0.6 < cal.slope * cal.mg_per_hu < 1.0
+
+
+def test_real_ct_without_air_in_view_is_refused(real_ct_path: Path, tmp_path: Path):
+    """The real CT cropped to inside the body (no air around it): a clear reason, no T-score,
+    exit 1 from the CLI."""
+    ct = sitk.ReadImage(str(real_ct_path))
+    a = sitk.GetArrayViewFromImage(ct)
+    body = np.argwhere(a[a.shape[0] // 2] > -500)
+    (j0, i0), (j1, i1) = body.min(0), body.max(0)
+    dj, di = (j1 - j0) // 4, (i1 - i0) // 4
+    crop = ct[int(i0 + di) : int(i1 - di), int(j0 + dj) : int(j1 - dj), :]
+    cal = calibrate(sitk.GetArrayViewFromImage(crop), crop.GetSpacing())
+    assert cal.status == "tissue_missing" and "air" in cal.reason and cal.slope is None
+    with pytest.raises(ValueError, match="refused calibration"):
+        cal.density(np.zeros(3))
+    sitk.WriteImage(crop, str(tmp_path / "crop.nii.gz"))
+    labels = sitk.Image(crop.GetSize(), sitk.sitkUInt8)
+    labels.CopyInformation(crop)
+    sitk.WriteImage(labels, str(tmp_path / "femur.nii.gz"))
+    code, _out, err = run_cli(
+        "bmd",
+        str(tmp_path / "crop.nii.gz"),
+        "--mask",
+        str(tmp_path / "femur.nii.gz"),
+        "--json",
+        str(tmp_path / "b.json"),
+    )
+    assert code == 1 and "air" in err
+    assert (
+        not (tmp_path / "b.json").exists()
+        or json.loads((tmp_path / "b.json").read_text())["right"]["fn_t_score"] is None
+    )
+
+
+def test_real_ct_right_side_is_graded_left_implant(real_ct, real_ct_classical):
+    res = measure(
+        real_ct,
+        real_ct_classical.labels,
+        side_status={s: r.status for s, r in real_ct_classical.sides.items()},
+    )
+    assert res["calibration"]["status"] == "ok"
+    right, left = res["right"], res["left"]
+    assert right["status"] == "ok" and 0.4 < right["fn_abmd_g_cm2"] < 1.1
+    assert -4.0 < right["fn_t_score"] < 1.0 and right["who_class"] is not None
+    assert left["status"] == "implant" and left["fn_t_score"] is None

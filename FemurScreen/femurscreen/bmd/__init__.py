@@ -2,7 +2,8 @@
 T-score per side, needing no training data (a physically grounded second read beside the
 demo classifier).
 
-calibration (phantomless HU -> mg/cm^3 K2HPO4 from the scan's own air, fat and muscle),
+calibration (phantomless HU -> mg/cm^3 K2HPO4 from the scan's own air, fat and muscle, by an
+effective-energy fit to tabulated attenuation), attenuation (the NIST tables it uses),
 projection (DXA pose, areal density, femoral-neck box and total-hip region), tscore (NHANES III
 reference, WHO class, uncertainty). :func:`measure` runs them on a CT and its femur labels and
 returns the ``bmd`` block: ``{"calibration": {...}, "left": {...}, "right": {...}}``, each side
@@ -15,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from femurscreen.bmd.calibration import Calibration, calibrate
+from femurscreen.bmd.calibration import KVP_TAG, Calibration, calibrate
 from femurscreen.bmd.projection import Projection, project_side
 from femurscreen.bmd.tscore import LABEL, REFERENCE_SOURCE, SEE_G_CM2, grade
 from femurscreen.labels import LEFT, RIGHT
 
-BMD_VERSION = "femurscreen-bmd-v1"
+BMD_VERSION = "femurscreen-bmd-v2"
 METAL_HU = 2500.0
 METAL_FRACTION = 0.001  # of the mask's voxels: a metal implant, not a bone to measure
 SIDE_VALUES = {"left": LEFT, "right": RIGHT}
@@ -41,18 +42,41 @@ def _empty_side(status: str, reason: str, flags: list[str] | None = None) -> dic
     }
 
 
+def header_kvp(ct: sitk.Image) -> float | None:
+    """Tube voltage from the image's DICOM header (tag 0018,0060) when it carries one."""
+    if not ct.HasMetaDataKey(KVP_TAG):
+        return None
+    try:
+        kvp = float(ct.GetMetaData(KVP_TAG).strip(" \x00"))
+    except ValueError:
+        return None
+    return kvp if 70.0 <= kvp <= 150.0 else None
+
+
+def _label_box(lab: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of all labels, so that no full-volume mask or copy is made per side."""
+    nz = [np.flatnonzero(lab.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(v.size == 0 for v in nz):
+        return None
+    return tuple(slice(int(v[0]), int(v[-1]) + 1) for v in nz)
+
+
 def measure(
     ct: sitk.Image,
     labels: sitk.Image,
     side_status: dict[str, str] | None = None,
     keep_images: bool = False,
+    kvp: float | None = None,
 ) -> dict:
     """The ``bmd`` block of one CT. ``side_status`` (e.g. from the segmentation) marks sides
     that must not be graded (anything but "ok"); ``keep_images`` adds the Projection objects
-    under ``"_projections"`` for pictures (not JSON)."""
+    under ``"_projections"`` for pictures (not JSON); ``kvp`` the tube voltage (default: the
+    image's DICOM header's, if any; else the energy is fitted from a 120 kVp prior)."""
     hu = sitk.GetArrayViewFromImage(ct)
     lab = sitk.GetArrayViewFromImage(labels)
-    cal = calibrate(hu, ct.GetSpacing())
+    if kvp is None:
+        kvp = header_kvp(ct)
+    cal = calibrate(hu, ct.GetSpacing(), kvp=kvp)
     out: dict = {
         "version": BMD_VERSION,
         "label": LABEL,
@@ -61,23 +85,24 @@ def measure(
         "calibration": cal.as_dict(),
     }
     projections = {}
+    box = _label_box(lab)
     for side, value in SIDE_VALUES.items():
         status = (side_status or {}).get(side, "ok")
-        mask = lab == value
         if status != "ok":
             out[side] = _empty_side(status, f"segmentation status {status}: not graded")
             continue
-        if not mask.any():
+        mask = lab[box] == value if box is not None else None
+        if mask is None or not mask.any():
             out[side] = _empty_side("not_found", "no label for this side")
             continue
-        values = hu[mask]
+        values = hu[box][mask]
         if np.mean(values >= METAL_HU) > METAL_FRACTION:
             out[side] = _empty_side("implant", "metal inside the femur: not graded", ["implant"])
             continue
         if not cal.ok:
             out[side] = _empty_side(f"calibration_{cal.status}", cal.reason, list(cal.flags))
             continue
-        proj = project_side(ct, hu, mask, cal)
+        proj = project_side(ct, hu, mask, cal, offset=tuple(sl.start for sl in box))
         projections[side] = proj
         if proj.status != "ok":
             out[side] = _empty_side(proj.status, proj.reason, proj.flags)

@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="femur label map (1 = left, 2 = right) on the CT's grid; default: segment the CT "
         "with the default engine first",
     )
+    parser.add_argument(
+        "--kvp",
+        type=float,
+        help="tube voltage of the scan (default: the DICOM header's, if any); narrows the "
+        "calibration's effective energy, which a NIfTI file cannot tell",
+    )
     parser.add_argument("--json", type=Path, help="write the result as JSON to this file")
     parser.add_argument(
         "--png", type=Path, help="write a picture of the projections, ROIs and calibration"
@@ -41,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json, (".json",), option="--json", what="JSON result")
     if args.png:
         check_output_file(args.png, (".png",), option="--png", what="picture")
+    if args.kvp is not None and not 70.0 <= args.kvp <= 150.0:
+        raise InputError(
+            f"--kvp {args.kvp:g} is not a CT tube voltage",
+            "give the scan's kVp (70-150, e.g. 120), or leave --kvp out",
+        )
     ct = read_ct(args.ct)
     side_status = None
     if args.mask:
@@ -54,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             raise NoFemurError(exc.what, exc.fix, args.ct) from None
         labels = seg.labels
         side_status = {side: r.status for side, r in seg.sides.items()}
-    result = measure(ct, labels, side_status=side_status, keep_images=bool(args.png))
+    result = measure(ct, labels, side_status=side_status, keep_images=bool(args.png), kvp=args.kvp)
     projections = result.pop("_projections", {})
     if args.png:
         from femurscreen.bmd.figure import save_figure
@@ -87,7 +98,9 @@ def format_result(result: dict) -> str:
     )
     lines = [
         f"calibration: {cal['status']}{' (' + cal['reason'] + ')' if cal['reason'] else ''}",
-        f"  tissue peaks (HU): {pts}; slope {cal['slope']}, intercept {cal['intercept']}",
+        f"  tissue peaks (HU): {pts}; effective energy {cal.get('energy_kev')} keV "
+        f"(kVp {cal.get('kvp') or 'unknown'}); density {cal.get('density_slope_mg_cm3_per_hu')} "
+        f"mg/cm3 {cal.get('material', 'K2HPO4')} per HU + {cal.get('density_intercept_mg_cm3')}",
         f"{'side':<6} {'status':<12} {'FN g/cm2':>9} {'TH g/cm2':>9} {'FN T':>6} {'TH T':>6}"
         "  WHO class     flags",
     ]
