@@ -171,10 +171,13 @@ VARIANTS: dict[str, Variant] = {
 }
 THRESHOLD = {"5mm_slices": 0.85}
 SIDES = {"right_hip_only": (RIGHT,)}
-# measured (classical engine, this commit): Dice with the CT as shipped, right / left
+# measured (classical engine), Dice with the CT as shipped, right / left: 1 mm 0.937 / 0.935,
+# 1.5 mm 0.942 / 0.940, 5 mm slices 0.887 / 0.922, rotated +6 0.940 / 0.931, rotated -6
+# 0.937 / 0.922, oblique 10 degrees 0.905 / 0.894, flips and one hip 1.0
 XFAIL: dict[str, str] = {
-    "rotated+6": "left (implant side) 0.734: another ball 25 mm medial-anterior wins; right 0.892",
-    "oblique10": "right 0.811 (77 ml against 91 ml), left 0.875",
+    "oblique10": "left (implant side) 0.894: around the plate, at the tilted scan floor, the "
+    "mask of the CT as shipped takes in 3 slices of streak-darkened bone the oblique one "
+    "leaves out; right 0.905",
 }
 
 

@@ -240,15 +240,9 @@ def test_guard_rejects_a_femur_without_its_head(coarse_case):
 BUNDLED_PHANTOM = REAL_CT.parent / "femurscreen_phantom_ct.nii.gz"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, NoFemurError),
-    reason="classical engine misses the femoral heads of the bundled 3 mm phantom: its masks "
-    "(61 and 66 ml; VB-Net 202 and 208 ml) start 36-39 mm below the VB-Net's head tops and do not "
-    "contain the VB-Net's head centres, so the guard fits its 'head' on the trochanteric "
-    "region and rightly rejects both sides; a classical-engine defect, not the guard's",
-)
 def test_bundled_3mm_phantom_grades_both_femurs_with_the_classical_engine():
+    # the phantom's coarse trabecular texture used to collapse every coarse head fit to 12 mm,
+    # leaving only the trochanters (masks of 61 and 66 ml that the guard rightly rejected)
     result = segment(read_ct(BUNDLED_PHANTOM), engine="classical")
     for name, side in result.sides.items():
         assert side.status == "ok", (name, side.reason)

@@ -187,7 +187,11 @@ def check_side(
     z_world = wm.origin[2] + np.arange(occ.shape[0]) * step
     upper = z_world >= top - HEAD_SEARCH_MM
     search = np.where(upper[:, None, None], depth, 0.0)
-    deepest = np.unravel_index(int(np.argmax(search)), occ.shape)
+    # of (near-)equally deep points the highest: the head is the top of a femur mask, and on
+    # thick slices distances tie (the real CT at 5 mm: a tie 17 mm lower in the implant-mended
+    # neck took the sphere out of the head and called the mask pelvis)
+    ties = np.argwhere(search >= float(search.max()) - 0.25 * step)
+    deepest = tuple(int(v) for v in ties[int(np.argmax(ties[:, 0]))])
     inscribed = float(search[deepest])
     c0 = wm.origin + np.array(deepest[::-1]) * step
     out.head_inscribed_mm = inscribed

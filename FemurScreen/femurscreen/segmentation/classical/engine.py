@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from femurscreen.errors import NoFemurError
 from femurscreen.segmentation.classical.femur import crop_box, segment_femur
@@ -41,6 +42,8 @@ NECK_REACH_MM = 20.0
 # the body along every world axis; a CT of one or a few slices cannot hold one (and its
 # coarse 3 mm grid would be too thin for the resampling and the gradient votes)
 MIN_EXTENT_MM = 30.0
+PADDING_HU = -1020.0  # at or below: no patient (the padding of an oblique or tilted grid)
+RIM_HU = -400.0  # next to padding and darker than this: padding mixed in by interpolation
 
 
 def check_extent(image: sitk.Image) -> None:
@@ -83,6 +86,26 @@ def has_neck(
     return abs(edge - wanted) > float(grid.spacing[0])  # the image's side cut the crop
 
 
+def beyond_scan(image: sitk.Image, grid: Grid, array: np.ndarray) -> np.ndarray | None:
+    """Voxels of a crop (``array`` on ``grid``) that show no patient: outside the image's grid,
+    or padding (``PADDING_HU`` and below). None when there are none.
+
+    An axis-aligned CT's field of view is the crop's own border; an oblique or tilted one's
+    edge cuts through the crop, and its corners are padded with air. Hole filling must see that
+    edge as a wall: on the real CT on a grid turned 10 degrees, the femur's marrow lay open to
+    the padding in the lowest slices and the right femur lost 14 ml (Dice 0.81). Real air is
+    darker than -1020 in under 1 % of the sample CT's voxels, and never touches bone.
+    """
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(image)
+    inside = resample(ones, grid, interpolator=sitk.sitkNearestNeighbor, default=0.0) > 0.5
+    beyond = ~inside | (array <= PADDING_HU)
+    if not beyond.any():
+        return None
+    # the interpolated rim between padding and the patient (padding half mixed in) as well
+    return beyond | (ndi.binary_dilation(beyond) & (array < RIM_HU))
+
+
 class ClassicalEngine:
     """Training-free femur segmentation; ``predict`` returns a raw 0/1/2 label image."""
 
@@ -109,7 +132,12 @@ class ClassicalEngine:
             )
             box = crop_box(head)
             grid = lattice_grid(image, fine_spacing, box)
-            femur = segment_femur(resample(image, grid), grid, head)
+            # one voxel more on every side: where the crop ends at the scan's edge, that layer
+            # lies beyond it and walls the marrow cut by the field of view
+            padded = grid.grown(1)
+            crop = resample(image, padded)
+            femur = segment_femur(crop, padded, head, beyond_scan(image, padded, crop))
+            femur = np.ascontiguousarray(femur[1:-1, 1:-1, 1:-1])
             if not has_neck(femur, grid, head, box):
                 log.debug("head %d rejected: no neck reaches out from it", label)
                 femur[:] = False

@@ -125,14 +125,17 @@ def half_max_bone(smooth: np.ndarray, spacing: float) -> np.ndarray:
     return smooth > level
 
 
-def peel_to_half_max(mask: np.ndarray, bone: np.ndarray, spacing: float) -> np.ndarray:
+def peel_to_half_max(
+    mask: np.ndarray, bone: np.ndarray, spacing: float, outside: np.ndarray | None = None
+) -> np.ndarray:
     """Move the outer surface of ``mask`` inward to the half-maximum surface ``bone``.
 
     Only a thin outer layer (about 3 mm) is peeled, through voxels that are not ``bone``, so
-    a gap in a thin cortical ring cannot drain the marrow space behind it.
+    a gap in a thin cortical ring cannot drain the marrow space behind it. Nothing is peeled
+    from ``outside`` (beyond the scan): marrow cut by the field of view's edge stays.
     """
     soft = mask & ~bone
-    reached = ~mask
+    reached = ~mask if outside is None else ~mask & ~outside
     for _ in range(max(1, int(round(PEEL_DEPTH_MM / spacing)))):
         grown = ndi.binary_dilation(reached) & soft
         if not (grown & ~reached).any():
@@ -141,15 +144,26 @@ def peel_to_half_max(mask: np.ndarray, bone: np.ndarray, spacing: float) -> np.n
     return mask & ~reached
 
 
-def fill_femur(femur: np.ndarray, spacing: float) -> np.ndarray:
-    """Close one-voxel gaps in the cortical shell and fill the marrow space."""
+def fill_femur(femur: np.ndarray, spacing: float, outside: np.ndarray | None = None) -> np.ndarray:
+    """Close one-voxel gaps in the cortical shell and fill the marrow space.
+
+    ``outside``: crop voxels beyond the CT's field of view. Where the scan's edge cuts the
+    femur obliquely (a tilted gantry, an oblique grid) the marrow space is open toward it in
+    world-axial slices and would stay empty; the field of view's wall closes it instead.
+    """
     padded = np.pad(femur, 2)
     closed = ndi.binary_closing(padded, ndi.generate_binary_structure(3, 1))[2:-2, 2:-2, 2:-2]
     closed |= femur
-    max_area = MAX_MARROW_AREA_MM2 / spacing**2
+    return _fill_holes(closed, MAX_MARROW_AREA_MM2 / spacing**2, outside)
+
+
+def _fill_holes(mask: np.ndarray, max_area: float, outside: np.ndarray | None) -> np.ndarray:
+    """Slice holes (up to ``max_area`` voxels) and 3-D holes, with ``outside`` as a wall."""
+    walled = mask if outside is None else mask | outside
     for axis in (0, 1, 2):
-        closed = fill_slice_holes(closed, max_area, axis)
-    return ndi.binary_fill_holes(closed)
+        walled = fill_slice_holes(walled, max_area, axis)
+    walled = ndi.binary_fill_holes(walled)
+    return walled if outside is None else walled & ~outside
 
 
 def _head_frame(grid: Grid, head: HeadSphere):
@@ -183,15 +197,16 @@ def neck_axis(domain: np.ndarray, grid: Grid, head: HeadSphere) -> np.ndarray | 
     return vec / norm if norm > 0 else None
 
 
-def segment_femur(array: np.ndarray, grid: Grid, head: HeadSphere) -> np.ndarray:
-    """Boolean femur mask (z, y, x) on the crop grid ``grid`` (isotropic)."""
+def segment_femur(
+    array: np.ndarray, grid: Grid, head: HeadSphere, outside: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean femur mask (z, y, x) on the crop grid ``grid`` (isotropic).
+
+    ``outside``: crop voxels beyond the CT's field of view (see ``fill_femur``).
+    """
     spacing = float(grid.spacing[0])
     smooth = smooth_hu(array, spacing)
-    max_area = MAX_HOLE_AREA_MM2 / spacing**2
-    domain = smooth > DOMAIN_HU
-    for axis in (0, 1, 2):
-        domain = fill_slice_holes(domain, max_area, axis)
-    domain = ndi.binary_fill_holes(domain)
+    domain = _fill_holes(smooth > DOMAIN_HU, MAX_HOLE_AREA_MM2 / spacing**2, None)
 
     dx, dy, dz, dist = _head_frame(grid, head)
     r = head.radius
@@ -240,17 +255,22 @@ def segment_femur(array: np.ndarray, grid: Grid, head: HeadSphere) -> np.ndarray
     )
     region = domain & (flooded == 1)
     region = _component_with(region, ball)
-    femur = peel_to_half_max(fill_femur(region, spacing), half_max_bone(smooth, spacing), spacing)
+    filled = fill_femur(region, spacing, outside)
+    femur = peel_to_half_max(filled, half_max_bone(smooth, spacing), spacing, outside)
     femur = _component_with(femur | ball, ball)
     # implants: metal touching the femur is part of the femur as it lies in the scan
     metal = array > METAL_HU
     if metal.any():
-        femur = _with_implant(femur, metal, domain & (flooded == 2), spacing)
-    return femur
+        femur = _with_implant(femur, metal, domain & (flooded == 2), spacing, outside)
+    return femur if outside is None else femur & ~outside
 
 
 def _with_implant(
-    femur: np.ndarray, metal: np.ndarray, pelvis: np.ndarray, spacing: float
+    femur: np.ndarray,
+    metal: np.ndarray,
+    pelvis: np.ndarray,
+    spacing: float,
+    outside: np.ndarray | None = None,
 ) -> np.ndarray:
     """Add the metal that touches the femur, and mend the bone around it.
 
@@ -271,7 +291,7 @@ def _with_implant(
     closed = ndi.binary_closing(np.pad(femur, radius + 1), ball, iterations=radius)
     closed = closed[(slice(radius + 1, -radius - 1),) * 3]
     femur |= closed & near & ~pelvis
-    return fill_femur(femur, spacing)
+    return fill_femur(femur, spacing, outside)
 
 
 def _component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:

@@ -47,6 +47,14 @@ class Grid:
         """World coordinates along each array axis: z (nz,), y (ny,), x (nx,)."""
         return tuple(self.origin[a] + np.arange(self.size[a]) * self.spacing[a] for a in (2, 1, 0))  # type: ignore[return-value]
 
+    def grown(self, n: int = 1) -> Grid:
+        """The same lattice with ``n`` more voxels on every side."""
+        return Grid(
+            origin=self.origin - n * self.spacing,
+            spacing=self.spacing,
+            size=tuple(int(v) + 2 * n for v in self.size),  # type: ignore[arg-type]
+        )
+
     def reference(self, pixel: int = sitk.sitkFloat32) -> sitk.Image:
         image = sitk.Image([int(n) for n in self.size], pixel)
         image.SetOrigin([float(v) for v in self.origin])
