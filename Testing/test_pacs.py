@@ -192,3 +192,28 @@ def test_credentials_in_the_url_or_wrong_ones_are_refused(server: Orthanc, tmp_p
         assert main([*argv, "--dicomweb-credentials", str(credentials)]) == 1
     assert "refused access (HTTP 401)" in stderr.getvalue()
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_credentials_file_forms_and_env(tmp_path: Path, monkeypatch) -> None:
+    from femurscreen.dicom.web import check_url, read_credentials
+    from femurscreen.errors import InputError
+
+    monkeypatch.delenv(USER_ENV, raising=False)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    assert read_credentials() is None  # an open server: no authentication
+    line = tmp_path / "line"
+    line.write_text("reader:s3cr:et\n")  # the password may hold a colon
+    assert read_credentials(line) == ("reader", "s3cr:et")
+    empty = tmp_path / "empty"
+    empty.write_text('{"password": "only-this"}')
+    with pytest.raises(InputError, match="holds no user name") as refused:
+        read_credentials(empty)
+    assert "only-this" not in str(refused.value)  # a secret is never echoed
+    monkeypatch.setenv(USER_ENV, "reader")
+    with pytest.raises(InputError, match=f"{PASSWORD_ENV} is not set"):
+        read_credentials()
+    monkeypatch.setenv(PASSWORD_ENV, "pw")
+    assert read_credentials() == ("reader", "pw")
+    assert check_url("https://pacs.example.org/dicom-web/") == "https://pacs.example.org/dicom-web"
+    with pytest.raises(InputError, match="not an http"):
+        check_url("pacs.example.org/dicom-web")
