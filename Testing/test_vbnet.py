@@ -66,7 +66,7 @@ def render(grid: Grid, seed: int = 0, noise: float = 20.0) -> tuple[sitk.Image, 
     """CT (int16 HU) and 0/1/2 mask of the world phantom sampled on ``grid``."""
     shape = grid.shape_zyx
     zyx = np.indices(shape).reshape(3, -1).T.astype(float)
-    p = grid.to_world(zyx[:, ::-1])
+    p = grid.index_to_world(zyx[:, ::-1])
     x, y = p[:, 0], p[:, 1]
     hu = np.full(len(p), -1000.0)
     body = (x / 125.0) ** 2 + (y / 85.0) ** 2 < 1.0
@@ -82,8 +82,8 @@ def render(grid: Grid, seed: int = 0, noise: float = 20.0) -> tuple[sitk.Image, 
     hu += np.random.default_rng(seed).normal(0.0, noise, len(p))
     mask = np.zeros(len(p), np.uint8)
     mask[left], mask[right] = LEFT, RIGHT
-    ct = grid.wrap(np.round(hu).astype(np.int16).reshape(shape))
-    return ct, grid.wrap(mask.reshape(shape))
+    ct = grid.image(np.round(hu).astype(np.int16).reshape(shape))
+    return ct, grid.image(mask.reshape(shape))
 
 
 def identity_grid(spacing: float = 4.0, extent=(280.0, 200.0, 200.0)) -> Grid:
@@ -94,7 +94,7 @@ def identity_grid(spacing: float = 4.0, extent=(280.0, 200.0, 200.0)) -> Grid:
 def flipped_grid(spacing: float = 4.0) -> Grid:
     """Same box, but arrays run toward world -x and -y (direction diag(-1, -1, 1))."""
     g = identity_grid(spacing)
-    center = g.to_world((np.asarray(g.size)[None, :] - 1) / 2)[0]
+    center = g.index_to_world((np.asarray(g.size)[None, :] - 1) / 2)[0]
     half = (np.asarray(g.size) - 1) / 2 * spacing
     direction = np.diag([-1.0, -1.0, 1.0])
     origin = center - direction @ half
@@ -118,7 +118,7 @@ def world_centroid(labels: sitk.Image, value: int) -> np.ndarray:
     arr = sitk.GetArrayViewFromImage(labels)
     idx = np.argwhere(arr == value)
     assert len(idx), f"label {value} is empty"
-    return Grid.of(labels).to_world(idx[:, ::-1].astype(float)).mean(axis=0)
+    return Grid.of(labels).index_to_world(idx[:, ::-1].astype(float)).mean(axis=0)
 
 
 def write_cohort(folder: Path, n: int, spacing: float = 4.0) -> Path:
@@ -367,7 +367,7 @@ def test_engine_puts_each_side_in_world_place(make_grid, n_classes):
     assert centers[LEFT][0] > 20 and centers[RIGHT][0] < -20  # hips found on their own sides
     arr = sitk.GetArrayViewFromImage(labels)
     pts = {
-        v: Grid.of(labels).to_world(np.argwhere(arr == v)[:, ::-1].astype(float))
+        v: Grid.of(labels).index_to_world(np.argwhere(arr == v)[:, ::-1].astype(float))
         for v in (LEFT, RIGHT)
     }
     assert len(pts[LEFT]) > 30 and len(pts[RIGHT]) > 30

@@ -1,6 +1,7 @@
 """Image grids: size, spacing, origin and direction, and the orientations the phantom emits.
 
-The anatomy lives in world millimetres (LPS); a grid only says where its voxel centres are.
+The anatomy lives in world millimetres (LPS); a grid (``femurscreen.geometry.Grid``, the
+package's one grid class) only says where its voxel centres are.
 Keeping the two apart is what lets one case be written in any orientation (flipped,
 permuted, oblique) and still carry the same patient: the renderer evaluates the anatomy at
 the world position of every voxel.
@@ -9,12 +10,22 @@ the world position of every voxel.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 
+from femurscreen.geometry import Grid
 from femurscreen.phantom.shapes import rotation, unit
+
+__all__ = [
+    "DIRECTION_MODES",
+    "LPS",
+    "RAS",
+    "SIGNED_PERMUTATIONS",
+    "SIZES",
+    "Grid",
+    "direction_for",
+    "grid_around",
+]
 
 # Voxel spacing per world axis (x, y, z) in mm and, for fixed-size presets, the voxel count per
 # world axis. "hips": a low-dose CT of the hips sized to the patient; "abdomen": a full
@@ -60,61 +71,6 @@ def direction_for(mode: str, rng: np.random.Generator) -> tuple[float, ...]:
         angle = float(rng.uniform(*OBLIQUE_DEGREES))
         return tuple(float(v) for v in rotation(axis, angle).ravel())
     raise ValueError(f"unknown direction mode {mode!r}; choose from {', '.join(DIRECTION_MODES)}")
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A 3-D image grid in SimpleITK's conventions (index order i, j, k; LPS world)."""
-
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """numpy array shape (k, j, i), as returned by sitk.GetArrayFromImage."""
-        return (self.size[2], self.size[1], self.size[0])
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """3x3 map from (i, j, k) index to world offset from the origin."""
-        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3) @ np.diag(self.spacing)
-
-    @property
-    def n_voxels(self) -> int:
-        return int(np.prod(self.size))
-
-    def index_to_world(self, ijk: np.ndarray) -> np.ndarray:
-        """World points (..., 3) of continuous indices (..., 3) in (i, j, k) order."""
-        return np.asarray(ijk, dtype=np.float64) @ self.matrix.T + np.asarray(self.origin)
-
-    def world_to_index(self, xyz: np.ndarray) -> np.ndarray:
-        """Continuous (i, j, k) indices of world points (..., 3)."""
-        inv = np.linalg.inv(self.matrix)
-        return (np.asarray(xyz, dtype=np.float64) - np.asarray(self.origin)) @ inv.T
-
-    def box_of(self, corners_world: np.ndarray) -> tuple[slice, slice, slice] | None:
-        """Array slices (k, j, i) of the voxels whose centres may lie inside the convex hull
-        of ``corners_world`` (N, 3); None when that is outside the grid."""
-        idx = self.world_to_index(corners_world)
-        lo = np.floor(idx.min(axis=0)).astype(int)
-        hi = np.ceil(idx.max(axis=0)).astype(int) + 1
-        lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, np.asarray(self.size))
-        if np.any(hi <= lo):
-            return None
-        return (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-
-    def image(self, array: np.ndarray) -> sitk.Image:
-        """A SimpleITK image of ``array`` (shape k, j, i) carrying this geometry."""
-        if array.shape != self.shape:
-            raise ValueError(f"array shape {array.shape} does not match grid shape {self.shape}")
-        img = sitk.GetImageFromArray(array)
-        img.SetSpacing(self.spacing)
-        img.SetOrigin(self.origin)
-        img.SetDirection(self.direction)
-        return img
 
 
 def grid_around(

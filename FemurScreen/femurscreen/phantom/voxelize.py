@@ -140,7 +140,7 @@ class Painter:
                     for k in (0, 1)
                 ]
             )
-            self._boxes[key] = self.grid.box_of(self.to_world(corners, frame))
+            self._boxes[key] = self.grid.slices_covering(self.to_world(corners, frame))
         return self._boxes[key]
 
     def sub(self, box: Box | None) -> Box | None:

@@ -235,7 +235,7 @@ def load_case(row: dict[str, str], base: Path, max_points: int = 4000) -> Case:
             continue
         if len(idx) > max_points:
             idx = idx[rng.choice(len(idx), max_points, replace=False)]
-        points = grid.to_world(idx[:, ::-1].astype(float))
+        points = grid.index_to_world(idx[:, ::-1].astype(float))
         case.femur_points[side] = points
         case.centroids[side] = side_centroid(mask, side)
     sides = case.centroids
@@ -287,18 +287,13 @@ def coarser_source(image: sitk.Image, rng: np.random.Generator, xy: tuple, z: tu
     size = np.maximum(1, np.round(np.asarray(image.GetSize()) * old / new)).astype(int)
     src = Grid.of(image)
     first, last = (
-        src.to_world(np.zeros((1, 3)))[0],
-        src.to_world((np.asarray(image.GetSize()) - 1)[None, :].astype(float))[0],
+        src.index_to_world(np.zeros((1, 3)))[0],
+        src.index_to_world((np.asarray(image.GetSize()) - 1)[None, :].astype(float))[0],
     )
     center = (first + last) / 2
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     origin = center - direction @ ((size - 1) / 2 * new)
-    grid = Grid(
-        tuple(int(s) for s in size),
-        tuple(new.tolist()),
-        tuple(origin.tolist()),
-        tuple(image.GetDirection()),
-    )
+    grid = Grid.make(size, new, origin, image.GetDirection())
     return grid.resample(shrink_for(image, float(new.min())))
 
 
@@ -397,7 +392,7 @@ class CoarseSampler:
             source = coarser_source(source, rng, (0.7, 3.0), (1.0, 5.0))
         spacing = self.spacing * rng.uniform(0.9, 1.1)
         grid = coarse_grid(case.ct, spacing)
-        center = grid.to_world((np.asarray(grid.size)[None, :] - 1) / 2)[0]
+        center = grid.index_to_world((np.asarray(grid.size)[None, :] - 1) / 2)[0]
         transform = random_affine(rng, center, 10.0, (1.0, 1.0))
         hu, _ = coarse_input(source, spacing, grid, transform)
         labels = labels_on_grid(case.mask, grid, (LEFT, RIGHT), transform, shrink_to=spacing)
@@ -439,7 +434,7 @@ class FineSampler:
 
     def _sample(self, case: Case, side: int, center: np.ndarray, rng):
         grid = fine_grid(center, self.crop_xyz, self.spacing, side, self.offset_mm)
-        center = grid.to_world((np.asarray(grid.size)[None, :] - 1) / 2)[0]
+        center = grid.index_to_world((np.asarray(grid.size)[None, :] - 1) / 2)[0]
         transform = None if rng is None else random_affine(rng, center, 12.0, (0.9, 1.1))
         hu = sitk.GetArrayFromImage(grid.resample(case.ct, transform=transform))
         if rng is not None and rng.random() < 0.5:

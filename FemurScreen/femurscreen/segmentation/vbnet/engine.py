@@ -234,7 +234,7 @@ class VBNetEngine:
         if back is None:
             return None
         sub, slices = back
-        on_input = sub.resample(grid.wrap(prob), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        on_input = sub.resample(grid.image(prob), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         return slices, sitk.GetArrayFromImage(on_input)
 
     # ------------------------------------------------------------------ helpers
@@ -328,7 +328,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray | None:
 
 def _centroid_world(mask_zyx: np.ndarray, grid: Grid) -> np.ndarray:
     idx = np.argwhere(mask_zyx).mean(axis=0)[::-1]  # x, y, z
-    return grid.to_world(idx[None, :])[0]
+    return grid.index_to_world(idx[None, :])[0]
 
 
 __all__ = ["InferenceSettings", "VBNet", "VBNetEngine", "default_weights_dir"]
