@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from femurscreen.hu import METAL_HU
 from femurscreen.segmentation.classical.grid import Grid
 from femurscreen.segmentation.classical.heads import HeadSphere
 from femurscreen.segmentation.postprocess import CUT_BELOW_LESSER_TROCHANTER_MM
@@ -31,7 +32,6 @@ from femurscreen.segmentation.postprocess import CUT_BELOW_LESSER_TROCHANTER_MM
 DOMAIN_HU = 120.0  # liberal bone threshold: what the femur-pelvis split works on
 MIN_BONE_HU = 150.0  # the half-maximum threshold never goes below this
 SOFT_TISSUE_HU = 40.0  # muscle level used for the half-maximum surface
-METAL_HU = 2000.0
 SMOOTH_SIGMA_MM = 0.5
 LT_BELOW_HEAD_CENTRE_MM = 100.0
 IMPLANT_MEND_MM = 12.0

@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from femurscreen.hu import METAL_HU
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation.classical.grid import Grid, lattice_grid, resample
 
@@ -57,7 +58,6 @@ OUTER_LOCK_MM = 0.8  # free-band surface this far inside the scanned sphere: wro
 # head cannot be graded, and the bone above such a scan's floor (acetabular roof, ilium) can
 # look like a head
 FOV_BELOW_HEAD_MM = 6.0
-METAL_HU = 2000.0
 MAX_METAL_FRACTION = 0.12
 PAIR_MAX_DZ_MM = 30.0
 PAIR_SEARCH_MM = 25.0  # the other head lies this close to the anchor's mirror image
