@@ -117,7 +117,7 @@ def remove_stale_temp(target: str | Path) -> list[Path]:
     is left alone, and so is anything else in the folder.
     """
     target = Path(target)
-    removed = []
+    removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
     for candidate in target.parent.glob(f".{glob.escape(target.name)}{_TMP_INFIX}*"):

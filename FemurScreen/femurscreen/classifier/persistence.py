@@ -103,7 +103,7 @@ def _skops_io() -> Any:
         import sklearn.utils
 
         walk = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = lambda type_filter=None: []  # type: ignore[assignment]
+        sklearn.utils.all_estimators = lambda type_filter=None: []
         try:
             import skops.io
         finally:

@@ -18,6 +18,7 @@ import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from femurscreen import __version__
 from femurscreen.errors import FemurScreenError
@@ -64,7 +65,7 @@ def verbs() -> list[Verb]:
                     name=str(c["NAME"]),
                     help=str(c.get("HELP", "")),
                     example=str(c.get("EXAMPLE", "")),
-                    order=int(c.get("ORDER", 100)),  # type: ignore[arg-type]
+                    order=int(cast(int, c.get("ORDER", 100))),
                 )
             )
     return sorted(found, key=lambda v: (v.order, v.name))

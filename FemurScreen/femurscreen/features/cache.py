@@ -46,7 +46,7 @@ def image_digest(image: sitk.Image, voxels: np.ndarray | None = None) -> str:
         digest.update(struct.pack(f"<{len(values)}d", *values))
     array = voxels if voxels is not None else sitk.GetArrayViewFromImage(image)
     digest.update(str(array.dtype).encode())
-    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    digest.update(np.ascontiguousarray(array).data.cast("B"))
     return digest.hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -119,7 +120,7 @@ def extract_case_features(
     params_path = resolve_params(params)
     params_sha = params_sha256(params_path)
     radiomics_names, density_names = split_requested(only)
-    if only is not None:
+    if radiomics_names is not None and density_names is not None:  # ``only`` was given
         only = [*radiomics_names, *density_names]
     if radiomics_names:  # fail early, once, on names this parameter file cannot produce
         plan_features(radiomics_names, params_path)
@@ -154,7 +155,9 @@ def extract_case_features(
             if cache is not None:
                 ct_sha = ct_sha or image_digest(ct)
                 mask_sha = image_digest(side_mask, binary)
-                common = dict(image_sha=ct_sha, mask_sha=mask_sha, params_sha=params_sha)
+                common: dict[str, Any] = dict(
+                    image_sha=ct_sha, mask_sha=mask_sha, params_sha=params_sha
+                )
                 common.update(side=side, versions=_versions())
                 key = cache_key(only=only, **common)
                 full_key = cache_key(only=None, **common)
@@ -166,7 +169,7 @@ def extract_case_features(
             row.update(
                 _compute_side(ct, side_mask, side, params_path, radiomics_names, density_names)
             )
-            if cache is not None:
+            if cache is not None and key is not None:
                 cache.put(key, row)
         except SideError as exc:
             row.update(status=Status.ERROR, error=str(exc))

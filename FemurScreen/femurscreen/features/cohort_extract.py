@@ -209,6 +209,7 @@ def extract_features(
     else:
         if mask is None:
             raise InputError("--ct needs --mask", "pass the label map of that CT with --mask")
+        assert ct is not None  # exactly one of cohort_csv and ct (checked above)
         params_path = resolve_params(params)
         task = CaseTask(
             case_id or _case_id_from(Path(ct)),

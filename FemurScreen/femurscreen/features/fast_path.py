@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import SimpleITK as sitk
 
@@ -23,7 +24,7 @@ from femurscreen.features.params import FeaturePlan, make_extractor, plan_featur
 from femurscreen.features.radiomics_extract import prepare_inputs
 
 
-def make_fast_extractor(params: str | Path, only: Sequence[str]) -> tuple[object, FeaturePlan]:
+def make_fast_extractor(params: str | Path, only: Sequence[str]) -> tuple[Any, FeaturePlan]:
     """An extractor enabling only what ``only`` needs, and the per-image plan."""
     extractor = make_extractor(params)
     plan = plan_features(only, params, extractor=extractor)

@@ -151,13 +151,17 @@ def _image_rank(image_name: str) -> tuple:
     if kind == "Original":
         return (0, 0.0, 0, "")
     if kind == "LoG":
-        sigma_text = _LOG_RE.match(image_name).group(1).replace("-", ".")
+        log_match = _LOG_RE.match(image_name)
+        assert log_match is not None  # image_type_of said LoG
+        sigma_text = log_match.group(1).replace("-", ".")
         try:
             return (1, float(sigma_text), 0, "")
         except ValueError:
             return (1, float("inf"), 0, image_name)
     if kind == "Wavelet":
-        level_text, band = _WAVELET_RE.match(image_name).groups()
+        wavelet_match = _WAVELET_RE.match(image_name)
+        assert wavelet_match is not None  # image_type_of said Wavelet
+        level_text, band = wavelet_match.groups()
         level = int(level_text) if level_text else 1
         band_rank = WAVELET_BANDS.index(band) if band in WAVELET_BANDS else len(WAVELET_BANDS)
         return (2, float(level), band_rank, image_name)
@@ -221,7 +225,7 @@ def _params_image_names(extractor) -> dict[str, set[str] | None]:
             names[image_type] = {log_image_name(s) for s in args.get("sigma", [])}
         elif image_type == "Wavelet":
             levels = int(args.get("level", 1))
-            bands = set()
+            bands: set[str] = set()
             for idx in range(1, levels + 1):
                 prefix = "wavelet" if idx == 1 else f"wavelet{idx}"
                 bands.update(f"{prefix}-{b}" for b in WAVELET_BANDS[:-1])
@@ -270,6 +274,7 @@ def plan_features(only: Sequence[str], params: str | Path, extractor=None) -> Fe
         plan.classes.setdefault(feature_class, [])
         if feature not in plan.classes[feature_class]:
             plan.classes[feature_class].append(feature)
+        assert image_type is not None  # an unknown image type was refused above
         custom = dict(extractor.enabledImagetypes.get(image_type) or {})
         if image_type == "LoG":
             sigmas = plan.image_types.get("LoG", {}).get("sigma", [])

@@ -122,6 +122,7 @@ def seg_nrrd_image(labels: sitk.Image) -> sitk.Image:
     }
     for index, (side, value, segment_id, name) in enumerate(SEGMENTS):
         box = boxes[side]
+        extent: tuple[int, ...]
         if box is None:
             extent = _EMPTY_EXTENT
         else:

@@ -202,7 +202,7 @@ def paint_skeleton(
             cortex_mm=den.cortex_mm,
             cortical_hu=den.cortical_hu,
             marrow_hu=den.marrow_hu,
-            detail=lambda x, y, z, f=f: femur_detail(f, x, y, z),
+            detail=lambda x, y, z, f=f: femur_detail(f, x, y, z),  # type: ignore[misc]
             canal_hu=den.canal_hu,
             label=LABEL_OF_SIDE[side],
             cut_z=a.cut_z(side),

@@ -226,7 +226,7 @@ def pelvis_prims(a: Anatomy) -> list[Prim]:
         prims.append(_capsule(isch_a, tub, 14.0 * s, 12.0 * s, k=8.0))
         prims.append(
             Prim.around(
-                lambda x, y, z, c=tub: sh.ellipsoid(
+                lambda x, y, z, c=tub: sh.ellipsoid(  # type: ignore[misc]
                     x, y, z, c, np.eye(3), np.array([13.0, 15.0, 12.0]) * s
                 ),
                 [tub],
@@ -275,10 +275,9 @@ def _sacrum(a: Anatomy) -> Prim:
         canal = sh.length(np.abs(x) * np.float32(1 / 1.6), rho - half_t * np.float32(0.35))
         return np.maximum(d, np.float32(0.3) * half_t - 1.2 - canal)
 
-    pts = []
-    for phi in np.linspace(phi0, phi1, 9):
-        pts.append([0.0, yc + R * np.cos(phi), zc + R * np.sin(phi)])
-    pts = np.array(pts)
+    pts = np.array(
+        [[0.0, yc + R * np.cos(phi), zc + R * np.sin(phi)] for phi in np.linspace(phi0, phi1, 9)]
+    )
     lo = pts.min(axis=0) - [w1 + 2, t1 + 4, t1 + 4]
     hi = pts.max(axis=0) + [w1 + 2, t1 + 4, t1 + 4]
     return Prim(fn, lo, hi, k=0.0)

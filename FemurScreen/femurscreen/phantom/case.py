@@ -194,6 +194,7 @@ def make_case(
         soft.paint_joint_and_spine_soft(painter)
         bone_paint.paint_skeleton(painter, f_prims, p_prims, s_prims)
         if implant is not None:
+            assert anatomy.implant is not None  # ``implant`` is built from it
             bone_paint.paint_implant(painter, implant[0], anatomy.implant.hu, implant[1])
         painter.scratch.clear()
 

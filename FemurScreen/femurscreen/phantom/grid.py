@@ -10,6 +10,7 @@ the world position of every voxel.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def direction_for(mode: str, rng: np.random.Generator) -> tuple[float, ...]:
 def grid_around(
     lo: np.ndarray,
     hi: np.ndarray,
-    spacing_world: tuple[float, float, float],
+    spacing_world: Sequence[float] | np.ndarray,
     direction: tuple[float, ...],
     counts_world: tuple[int, int, int] | None = None,
     anchor: tuple[str, str, str] = ("center", "center", "center"),
@@ -118,12 +119,7 @@ def grid_around(
             spacing[a] = float(sp[w])
             if d[w, a] < 0:
                 origin[w] = first[w] + (n_w[w] - 1) * sp[w]
-        return Grid(
-            size=(size[0], size[1], size[2]),
-            spacing=(spacing[0], spacing[1], spacing[2]),
-            origin=tuple(float(v) for v in origin),
-            direction=tuple(float(v) for v in d.ravel()),
-        )
+        return Grid.make(size, spacing, origin, d.ravel())
 
     # oblique: index axis a keeps the spacing of world axis a; extents cover the rotated box
     ext = hi - lo
@@ -143,9 +139,4 @@ def grid_around(
         ext_rot = np.abs(d.T) @ ext
         n = np.maximum(1, np.ceil(ext_rot / sp).astype(int))
     origin = center - d @ ((n - 1) * sp / 2.0)
-    return Grid(
-        size=(int(n[0]), int(n[1]), int(n[2])),
-        spacing=tuple(float(v) for v in sp),
-        origin=tuple(float(v) for v in origin),
-        direction=tuple(float(v) for v in d.ravel()),
-    )
+    return Grid.make(n, sp, origin, d.ravel())

@@ -10,21 +10,24 @@ millimetres thick, and it keeps each primitive at a dozen array operations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 Vec = np.ndarray  # shape (3,), float64 parameters
+VecLike = np.ndarray | Sequence[float]  # what unit() and rotation() accept
 Arr = np.ndarray  # float32 coordinate or distance arrays
 
 TINY = 1e-6
 
 
-def unit(v: Vec) -> Vec:
+def unit(v: VecLike) -> Vec:
     """``v`` scaled to length 1."""
     v = np.asarray(v, dtype=np.float64)
     return v / np.linalg.norm(v)
 
 
-def rotation(axis: Vec, angle_deg: float) -> np.ndarray:
+def rotation(axis: VecLike, angle_deg: float) -> np.ndarray:
     """Rotation matrix about ``axis`` by ``angle_deg`` (right-hand rule)."""
     a = unit(axis)
     t = np.deg2rad(angle_deg)
@@ -67,6 +70,7 @@ def ellipsoid(x: Arr, y: Arr, z: Arr, center: Vec, axes: np.ndarray, radii: Vec)
         b = q * np.float32(1.0 / (r * r))
         k0sq = a * a if k0sq is None else k0sq + a * a
         k1sq = b * b if k1sq is None else k1sq + b * b
+    assert k0sq is not None and k1sq is not None  # three axes, always
     k0 = np.sqrt(k0sq)
     k1 = np.sqrt(k1sq) + np.float32(TINY)
     return k0 * (k0 - 1) / k1
@@ -114,7 +118,7 @@ def shell(d: Arr, thickness: float | Arr) -> Arr:
     return np.abs(d) - np.float32(0.5) * thickness
 
 
-def superellipse(x: Arr, y: Arr, cx: Arr, cy: Arr, a: Arr, b: Arr) -> Arr:
+def superellipse(x: Arr, y: Arr, cx: Arr | np.floating, cy: Arr, a: Arr, b: Arr) -> Arr:
     """Radial distance to the 2-D superellipse |dx/a|^2.5 + |dy/b|^2.5 = 1.
 
     Distance along the ray from the centre: exact on the axes and at most a few millimetres

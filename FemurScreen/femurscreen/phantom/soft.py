@@ -9,6 +9,8 @@ current slab only.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from femurscreen.phantom import shapes as sh
@@ -44,7 +46,7 @@ def _profiles(a: Anatomy) -> dict[str, sh.Profile]:
             "y_ant": sh.Profile(zs, b.y_ant),
             "cavity_half": sh.Profile(cz, lat),
         }
-        a._profiles = cache
+        setattr(a, "_profiles", cache)  # noqa: B010 - a per-anatomy cache, not a field
     return cache
 
 
@@ -136,7 +138,7 @@ def paint_body(p: Painter) -> None:
 def _deep_at(p: Painter, pts: Points) -> np.ndarray:
     """Distance to the deep fascia at ``pts`` (negative inside the muscle compartment),
     looked up in the slab's table made by :func:`paint_body`."""
-    k0, deep = p.scratch["deep"]
+    k0, deep = cast(tuple[int, np.ndarray], p.scratch["deep"])
     return deep.reshape(-1)[pts.flat - k0 * deep[0].size]
 
 
@@ -297,11 +299,11 @@ def paint_muscles(p: Painter) -> None:
 
         # ischiorectal fossa
         c = np.array([sign * 30.0 * s, 58.0 * s, -66.0 * s])
-        r = np.array([20.0, 26.0, 26.0]) * s
+        radii = np.array([20.0, 26.0, 26.0]) * s
         _fat(
             p,
-            p.box(c - r - 2, c + r + 2),
-            lambda x, y, z, c=c, r=r: sh.ellipsoid(x, y, z, c, eye, r),
+            p.box(c - radii - 2, c + radii + 2),
+            lambda x, y, z, c=c, r=radii: sh.ellipsoid(x, y, z, c, eye, r),
         )
 
 
@@ -423,11 +425,11 @@ def paint_vessels(p: Painter) -> None:
     for side, f in a.femurs.items():
         sign = SIDE_SIGN[side]
         c = np.array([sign * (abs(f.head_center[0]) - 26.0 * s), -46.0 * s, -25.0 * s])
-        r = np.array([22.0, 15.0, 50.0]) * s
+        radii = np.array([22.0, 15.0, 50.0]) * s
         _fat(
             p,
-            p.box(c - r - 2, c + r + 2),
-            lambda x, y, z, c=c, r=r: sh.ellipsoid(x, y, z, c, eye, r),
+            p.box(c - radii - 2, c + radii + 2),
+            lambda x, y, z, c=c, r=radii: sh.ellipsoid(x, y, z, c, eye, r),
         )
     for side, path in a.vessels.items():
         sign = SIDE_SIGN[side]
@@ -455,11 +457,11 @@ def paint_joint_and_spine_soft(p: Painter) -> None:
     a = p.anatomy
     for side, f in a.femurs.items():
         g = a.pelvis.acetabula[side].gap
-        r = f.head_radius + g + 1.0
-        box = p.sub(p.box(f.head_center - r - 2, f.head_center + r + 2))
+        radius = f.head_radius + g + 1.0
+        box = p.sub(p.box(f.head_center - radius - 2, f.head_center + radius + 2))
         if box is not None:
             x, y, z = p.coords(box, "anat")
-            p.blend(box, sh.sphere(x, y, z, f.head_center, r), 70.0)
+            p.blend(box, sh.sphere(x, y, z, f.head_center, radius), 70.0)
     verts = a.vertebrae
     for lower, upper in zip([None, *verts[:-1]], verts, strict=True):
         c = upper.center

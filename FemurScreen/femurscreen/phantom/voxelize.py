@@ -191,6 +191,7 @@ class Painter:
         view = self.hu[box]
         alpha = coverage(d[m], self.ramp)
         v = view[m]
+        val: np.ndarray | np.float32
         if isinstance(value, np.ndarray):
             val = np.broadcast_to(value, shape)[m]
         else:

@@ -237,7 +237,9 @@ def load_case(row: dict[str, str], base: Path, max_points: int = 4000) -> Case:
             idx = idx[rng.choice(len(idx), max_points, replace=False)]
         points = grid.index_to_world(idx[:, ::-1].astype(float))
         case.femur_points[side] = points
-        case.centroids[side] = side_centroid(mask, side)
+        centroid = side_centroid(mask, side)
+        assert centroid is not None  # the side has voxels (checked above)
+        case.centroids[side] = centroid
     sides = case.centroids
     if LEFT in sides and RIGHT in sides and sides[LEFT][0] <= sides[RIGHT][0]:
         raise InputError(
@@ -402,7 +404,9 @@ class CoarseSampler:
             keep = fg[rng.integers(len(fg))] if len(fg) and rng.random() < 2 / 3 else None
             cut_field_of_view(hu, labels, rng, keep)
         if rng.random() < 0.5:
-            hu, labels = flip_world_x(hu, labels)
+            hu, flipped = flip_world_x(hu, labels)
+            assert flipped is not None  # labels were given
+            labels = flipped
         return self.norm(hu), labels
 
 

@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -73,8 +74,11 @@ class InferenceSettings:
         return cls(
             coarse_spacing=float(coarse["spacing_mm"]),
             fine_spacing=float(fine["spacing_mm"]),
-            crop_xyz=tuple(int(v) for v in fine["crop_size_xyz"]),
-            crop_offset_mm=tuple(float(v) for v in fine.get("crop_offset_mm", (0, 0, 0))),
+            crop_xyz=cast(tuple[int, int, int], tuple(int(v) for v in fine["crop_size_xyz"])),
+            crop_offset_mm=cast(
+                tuple[float, float, float],
+                tuple(float(v) for v in fine.get("crop_offset_mm", (0, 0, 0))),
+            ),
             norm=IntensityNorm.from_dict(manifest["intensity"]),
             coarse_classes=tuple(coarse["classes"]),
         )
@@ -105,18 +109,19 @@ class VBNetEngine:
         device: str | None = None,
         threads: int | None = None,
     ) -> None:
-        self.weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-        self.manifest = read_manifest(self.weights_dir)
+        folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+        self.weights_dir: Path | None = folder  # None: networks given in memory (from_models)
+        self.manifest = read_manifest(folder)
         dev = resolve_device(device)
-        coarse, _ = load_model(self.weights_dir, "coarse", self.manifest, str(dev))
-        fine, _ = load_model(self.weights_dir, "fine", self.manifest, str(dev))
+        coarse, _ = load_model(folder, "coarse", self.manifest, str(dev))
+        fine, _ = load_model(folder, "fine", self.manifest, str(dev))
         try:
             settings = InferenceSettings.from_manifest(self.manifest)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"the weights manifest lacks inference settings ({exc})",
                 "retrain with 'femurscreen train-seg' or reinstall the model files",
-                self.weights_dir / "manifest.json",
+                folder / "manifest.json",
             ) from exc
         self._setup(coarse, fine, settings, dev, threads)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -119,7 +120,10 @@ class TrainConfig:
 
     def stage_settings(self, stage: str) -> dict:
         """What a checkpoint must agree with to be resumed."""
-        s = {"architecture": self.architecture(stage), "intensity": self.intensity.to_dict()}
+        s: dict[str, Any] = {
+            "architecture": self.architecture(stage),
+            "intensity": self.intensity.to_dict(),
+        }
         if stage == "coarse":
             s["spacing_mm"] = self.coarse_spacing
         else:
@@ -340,9 +344,9 @@ def _initialise(model: VBNet, folder: Path, stage: str, arch: dict) -> dict:
 def _sampler(stage: str, cfg: TrainConfig):
     if stage == "coarse":
         return CoarseSampler(cfg.coarse_spacing, cfg.intensity)
-    return FineSampler(
-        tuple(cfg.fine_crop), cfg.fine_spacing, cfg.intensity, tuple(cfg.fine_crop_offset)
-    )
+    crop = cast(tuple[int, int, int], tuple(cfg.fine_crop))
+    offset = cast(tuple[float, float, float], tuple(cfg.fine_crop_offset))
+    return FineSampler(crop, cfg.fine_spacing, cfg.intensity, offset)
 
 
 def _units(stage: str, cases: list[Case]) -> list:
@@ -421,8 +425,10 @@ def validate(
     """
     if not cases:
         return {"val_dice_mean": None}
+    cache = {} if cache is None else cache  # without a cache, inputs are built per call
     model.eval()
     scores: dict[int, list[float]] = {LEFT: [], RIGHT: []}
+    key: tuple
     errors: list[float] = []
     for case in cases:
         if stage == "coarse":
