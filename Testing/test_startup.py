@@ -36,3 +36,10 @@ def test_classical_screen_path_never_imports_torch() -> None:
 
 def test_the_package_has_one_version() -> None:
     assert femurscreen.__version__ == importlib.metadata.version("femurscreen")
+
+
+def test_shared_engine_option_names_the_pipelines_engines() -> None:
+    from femurscreen.cli._options import ENGINE_CHOICES
+    from femurscreen.segmentation.pipeline import ENGINES
+
+    assert ("default", *ENGINES) == ENGINE_CHOICES

@@ -15,6 +15,7 @@ from femurscreen.classifier import classify, default_model_dir, load_model
 from femurscreen.classifier import columns as col
 from femurscreen.classifier.from_cohort import read_csv
 from femurscreen.classifier.persistence import DEMO_NOTICE
+from femurscreen.cli._options import add_model_option
 from femurscreen.errors import InputError
 from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.status import Status
@@ -29,11 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "features", metavar="FEATURES.csv", help="features table (one row per side)"
     )
-    parser.add_argument(
-        "--model",
-        metavar="DIR",
-        help="model folder (default: the shipped DEMO model, trained on synthetic data)",
-    )
+    add_model_option(parser)
     parser.add_argument(
         "--out",
         metavar="PRED.csv",

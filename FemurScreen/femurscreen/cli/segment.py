@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from femurscreen.cli._options import add_engine_option
+
 NAME = "segment"
 HELP = "segment both proximal femurs of a CT into a label map (1 = left, 2 = right femur)"
 EXAMPLE = "femurscreen segment ct.nii.gz --out femur.nii.gz --engine classical"
@@ -25,12 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MASK",
         help="label file to write (.nii.gz, .nrrd, .mha), same geometry as the CT",
     )
-    parser.add_argument(
-        "--engine",
-        choices=("default", "classical", "vbnet"),
-        default="default",
-        help="segmentation engine (default: the one chosen by measurement, see the README)",
-    )
+    add_engine_option(parser)
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
     )
