@@ -85,15 +85,24 @@ def pacs(server: Orthanc, real_dicom_dir: Path, real_ct_path: Path, tmp_path_fac
 @pytest.fixture(scope="module")
 def round_trip(server: Orthanc, pacs: dict, tmp_path_factory) -> dict:
     """Two runs of the command as a user runs it (its own process, its real console): the
-    second one resumes."""
+    second one resumes, with a process pool (series fetched first, screened by the workers)."""
     out = tmp_path_factory.mktemp("pacs-out") / "results"
     env = {**os.environ, USER_ENV: server.user, PASSWORD_ENV: server.password}
     url = server.dicomweb
     argv = ["batch", "--from-dicomweb", url, "--to-dicomweb", url, "--out", str(out)]
     runs = []
-    for _ in range(2):
+    for workers in ("1", "2"):
         done = subprocess.run(
-            [sys.executable, "-m", "femurscreen", *argv, "--engine", "classical"],
+            [
+                sys.executable,
+                "-m",
+                "femurscreen",
+                *argv,
+                "--engine",
+                "classical",
+                "--workers",
+                workers,
+            ],
             env=env,
             capture_output=True,
             encoding="utf-8",  # not the locale's: a test may have set it to C
