@@ -997,7 +997,7 @@ def case_rows(out_dir: Path, case_id: str, outcome: Outcome | None = None) -> li
 
 
 def _empty_row(case_id: str, side: str, status: str, error: str) -> dict:
-    row = {name: None for name in SUMMARY_COLUMNS}
+    row: dict[str, Any] = {name: None for name in SUMMARY_COLUMNS}
     row.update(case_id=case_id, side=side, status=status, error=error, flags="", predicted="")
     row["graded"] = False
     return row
