@@ -11,9 +11,9 @@ import SimpleITK as sitk
 from femurscreen.errors import ModelError
 from femurscreen.evaluation.seg_metrics import dice
 from femurscreen.labels import LEFT, RIGHT
+from femurscreen.manifest import sha256_file
 from femurscreen.resources import resource_dir
 from femurscreen.segmentation.vbnet import VBNetEngine, default_weights_dir
-from femurscreen.manifest import sha256_file
 
 PHANTOM = resource_dir() / "SampleData" / "femurscreen_phantom_ct.nii.gz"
 
