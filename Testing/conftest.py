@@ -46,7 +46,9 @@ def real_ct(real_ct_path: Path) -> sitk.Image:
 
 
 @pytest.fixture(scope="session")
-def _real_ct_classical_once(real_ct_path: Path) -> SegmentationResult:
+def real_ct_classical_shared(real_ct_path: Path) -> SegmentationResult:
+    """The classical segmentation of the real CT, once per session, shared: never modify it
+    (for session- or module-scoped fixtures; a test takes ``real_ct_classical``)."""
     # reads the CT itself, not via ``real_ct``: a test module that overrides ``real_ct`` with a
     # narrower scope must not make this session fixture a scope mismatch
     from femurscreen.io.ctio import read_ct
@@ -56,8 +58,8 @@ def _real_ct_classical_once(real_ct_path: Path) -> SegmentationResult:
 
 
 @pytest.fixture
-def real_ct_classical(_real_ct_classical_once: SegmentationResult) -> SegmentationResult:
+def real_ct_classical(real_ct_classical_shared: SegmentationResult) -> SegmentationResult:
     """The classical engine's segmentation of the real CT, computed once per session (it is
     the slowest step several test files need); each test gets its own deep copy, so a test that
     edits flags or labels never changes what the next one sees."""
-    return copy.deepcopy(_real_ct_classical_once)
+    return copy.deepcopy(real_ct_classical_shared)
