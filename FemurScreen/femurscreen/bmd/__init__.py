@@ -19,10 +19,11 @@ import SimpleITK as sitk
 from femurscreen.bmd.calibration import KVP_TAG, Calibration, calibrate
 from femurscreen.bmd.projection import Projection, project_side
 from femurscreen.bmd.tscore import LABEL, REFERENCE_SOURCE, SEE_G_CM2, grade
+from femurscreen.hu import METAL_IN_MASK_HU
 from femurscreen.labels import LEFT, RIGHT
 
 BMD_VERSION = "femurscreen-bmd-v2"
-METAL_HU = 2500.0
+METAL_HU = METAL_IN_MASK_HU  # its one home is femurscreen.hu (this name kept for readers)
 METAL_FRACTION = 0.001  # of the mask's voxels: a metal implant, not a bone to measure
 SIDE_VALUES = {"left": LEFT, "right": RIGHT}
 

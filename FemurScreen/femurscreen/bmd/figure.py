@@ -20,18 +20,51 @@ def save_figure(result: dict, projections: dict, out: str | Path, title: str = "
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.8))
     cal = result["calibration"]
     ax = axes[0]
-    xs = [p["observed_hu"] for p in cal["points"] if p["observed_hu"] is not None]
-    ys = [p["reference_hu"] for p in cal["points"] if p["observed_hu"] is not None]
-    names = [p["name"] for p in cal["points"] if p["observed_hu"] is not None]
+    pts = [p for p in cal["points"] if p["observed_hu"] is not None]
+    xs = [p["observed_hu"] for p in pts]
+    ys = [p["reference_hu"] for p in pts]
     ax.scatter(xs, ys, color="k", zorder=3)
-    for x, y, n in zip(xs, ys, names, strict=True):
-        ax.annotate(f"{n}\n{x:.0f} HU", (x, y), textcoords="offset points", xytext=(6, -18))
+    for p in pts:
+        res = "" if p.get("residual_hu") is None else f", fit {p['residual_hu']:+.0f}"
+        ax.annotate(
+            f"{p['name']}\n{p['observed_hu']:.0f} HU{res}",
+            (p["observed_hu"], p["reference_hu"]),
+            textcoords="offset points",
+            xytext=(8, 4) if p["name"] == "air" else (8, -22),
+            fontsize=8,
+        )
     if cal["slope"] is not None:
-        line = np.array([-1100.0, 300.0])
-        ax.plot(line, cal["slope"] * line + cal["intercept"], "b-", lw=1)
+        # the map: tissue by tissue through the fitted points, then the bone line above muscle
+        knots = sorted((p["fitted_hu"], p["reference_hu"]) for p in pts)
+        top = max(xs + [300.0])
+        kx = [k[0] for k in knots] + [top + 300.0]
+        ky = [k[1] for k in knots] + [cal["slope"] * (top + 300.0) + cal["intercept"]]
+        ax.plot(kx, ky, "b-", lw=1, label="observed -> 120 kVp HU")
+        ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel("observed HU")
-    ax.set_ylabel("reference HU (x 0.80 = mg/cm³ K2HPO4)")
-    ax.set_title(f"calibration: {cal['status']}", fontsize=10)
+    ax.set_ylabel(f"120 kVp HU (x {cal['mg_per_hu']:.2f} = mg/cm³ K2HPO4)")
+    if cal.get("energy_kev") is not None:
+        kvp = f"{cal['kvp']:.0f} kVp" if cal.get("kvp") else "kVp unknown"
+        ax.set_title(
+            f"calibration {cal['status']}: {cal['energy_kev']:.1f} ± {cal['energy_sd_kev']:.1f} "
+            f"keV ({kvp})\nbone {cal['density_slope_mg_cm3_per_hu']:.3f} mg/cm³ per HU "
+            f"{cal['density_intercept_mg_cm3']:+.1f}",
+            fontsize=9,
+        )
+    else:
+        ax.set_title(f"calibration: {cal['status']}", fontsize=10)
+    if cal["status"] != "ok" and cal.get("reason"):
+        import textwrap
+
+        ax.text(
+            0.03,
+            0.97,
+            "\n".join(textwrap.wrap(cal["reason"], 48)),
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+            color="firebrick",
+        )
     ax.grid(alpha=0.3)
     for ax, side in zip(axes[1:], ("right", "left"), strict=True):
         s = result[side]
@@ -56,9 +89,12 @@ def save_figure(result: dict, projections: dict, out: str | Path, title: str = "
         def f(v):
             return "-" if v is None else f"{v:.3f}"
 
+        def t(v):
+            return "-" if v is None else f"{v:.1f}"
+
         ax.set_title(
-            f"{side}: FN {f(s['fn_abmd_g_cm2'])} (T {s['fn_t_score']}), "
-            f"TH {f(s['th_abmd_g_cm2'])} (T {s['th_t_score']})",
+            f"{side}: FN {f(s['fn_abmd_g_cm2'])} (T {t(s['fn_t_score'])}), "
+            f"TH {f(s['th_abmd_g_cm2'])} (T {t(s['th_t_score'])})",
             fontsize=9,
         )
         fig.colorbar(im, ax=ax, fraction=0.04, label="g/cm²")

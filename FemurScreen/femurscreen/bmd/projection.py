@@ -50,6 +50,7 @@ BACKGROUND_MM = (2.0, 6.0)
 MIN_SHAFT_SPAN_MM = 12.0
 HEAD_GRID_MM = 1.6
 NECK_FIT_MM = 10.0
+CLIP_OUTSIDE = True
 MIN_PATH_MM = 1.0  # a pixel is bone when its ray crosses this much of the mask
 
 
@@ -200,6 +201,10 @@ def project_side(
     # SimpleITK (threaded) on the DXA-pose grid: columns s (neck), rows t (shaft), planes y
     integrand = np.zeros(mask.shape, dtype=np.float32)
     integrand[spill] = calibration.density(hu_box[spill]) - np.float32(bg)
+    if CLIP_OUTSIDE:
+        # outside the mask only mineral counts: fat next to the bone is not negative bone
+        outside = spill & ~mask
+        integrand[outside] = np.maximum(integrand[outside], np.float32(0.0))
     integrand[mask] += np.float32(bg)
     step = max(PIXEL_MM, 0.5 * float(spacing.min()))  # along the rays
     y_ax = np.arange(y_ax[0], y_ax[-1] + step, step)
