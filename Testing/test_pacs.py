@@ -226,3 +226,22 @@ def test_credentials_file_forms_and_env(tmp_path: Path, monkeypatch) -> None:
     assert check_url("https://pacs.example.org/dicom-web/") == "https://pacs.example.org/dicom-web"
     with pytest.raises(InputError, match="not an http"):
         check_url("pacs.example.org/dicom-web")
+
+
+def test_local_dicom_tree_to_dicomweb(
+    server: Orthanc, round_trip, real_ct_path, tmp_path, monkeypatch
+):
+    """A local DICOM export screened and its results stored into the PACS (runs after the
+    round trip: that one pulls every study on the server)."""
+    study = generate_uid()
+    series = write_ct_series(
+        read_ct(real_ct_path), tmp_path / "export" / "ct", SeriesOptions(study_instance_uid=study)
+    )
+    monkeypatch.setenv(USER_ENV, server.user)
+    monkeypatch.setenv(PASSWORD_ENV, server.password)
+    out = tmp_path / "out"
+    argv = ["batch", str(tmp_path / "export"), "--to-dicomweb", server.dicomweb, "--out", str(out)]
+    assert main([*argv, "--engine", "classical"]) == 0
+    found = sorted(str(s.Modality) for s in _series(server, study))
+    assert found == ["OT", "SEG", "SR"], found  # the results; the CT itself was never sent
+    assert len(series) == read_ct(real_ct_path).GetSize()[2]
