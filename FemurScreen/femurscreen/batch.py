@@ -611,6 +611,8 @@ class _Run:
 
     def go(self, progress: TextIO | bool | None) -> pd.DataFrame:
         cases, out_dir, index = self.cases, self.out_dir, self.index
+        for stale in [*out_dir.glob(".series-*"), *out_dir.glob(".dicomweb-*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed batch (we hold the lock)
         index.record_series([s.info or {"series": s.name} for s in self.skipped])
         planned: list[str | None] = [
             c.case_id if (self.include_identifiers or c.given) else index.get(k)
