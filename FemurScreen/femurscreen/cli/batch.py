@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from femurscreen.cli._options import add_engine_option, add_model_option
+
 NAME = "batch"
 HELP = "screen many CTs (folder or CSV) into one folder per case, with a summary.csv"
 EXAMPLE = (
@@ -36,12 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); its workers must "
         "see INPUT and --out at the same paths",
     )
-    parser.add_argument(
-        "--engine",
-        default="default",
-        help="segmentation engine: default, classical or vbnet (default: %(default)s)",
-    )
-    parser.add_argument("--model", type=Path, metavar="DIR", help="classifier folder")
+    add_engine_option(parser)
+    add_model_option(parser)
     parser.add_argument(
         "--include-identifiers",
         action="store_true",
