@@ -108,7 +108,7 @@ def measure(
         if proj.status != "ok":
             out[side] = _empty_side(proj.status, proj.reason, proj.flags)
             continue
-        graded = grade(proj.fn_abmd_g_cm2, proj.th_abmd_g_cm2)
+        graded = grade(proj.fn_abmd_g_cm2, proj.th_abmd_g_cm2, cal.density_sd_percent or 0.0)
         side_out = {
             "status": "ok",
             "reason": "",

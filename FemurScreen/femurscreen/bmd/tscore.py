@@ -10,11 +10,14 @@ g/cm^2, total hip 0.942 +- 0.122 g/cm^2 (Hologic).
 WHO: T >= -1 normal, -2.5 < T < -1 osteopenia, T <= -2.5 osteoporosis, from the lower of the
 femoral-neck and total-hip T-scores (as ISCD reads a hip DXA).
 Uncertainty: CTXA Hip (Cann et al., PLoS One 2014;9:e91904) agrees with DXA to a standard
-error of estimate of 0.044 g/cm^2, i.e. about 0.37 T units (1 SD); our phantomless
+error of estimate of 0.044 g/cm^2, i.e. about 0.37 T units (1 SD), plus the calibration's own
+SD (its effective energy's uncertainty: about 3 % with a kVp, 11 % without); our phantomless
 calibration and projection are not validated against DXA at all, so that is a lower bound.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from femurscreen.labels import bone_status
 
@@ -34,14 +37,20 @@ def t_score(abmd_g_cm2: float | None, site: str) -> float | None:
     return (abmd_g_cm2 - ref["mean"]) / ref["sd"]
 
 
-def grade(fn_abmd: float | None, th_abmd: float | None) -> dict:
-    """T-scores, WHO class and uncertainty for one side (numbers None when not measured)."""
+def grade(
+    fn_abmd: float | None, th_abmd: float | None, calibration_sd_percent: float = 0.0
+) -> dict:
+    """T-scores, WHO class and uncertainty for one side (numbers None when not measured).
+    ``calibration_sd_percent``: the calibration's own SD of the mineral density (from its
+    energy's SD), added in quadrature to the CTXA error (about 11 % without a kVp)."""
     fn_t = t_score(fn_abmd, "fn")
     th_t = t_score(th_abmd, "th")
     ts = [t for t in (fn_t, th_t) if t is not None]
     lowest = min(ts) if ts else None
     flags = []
-    t_sd = SEE_G_CM2 / REFERENCE["fn"]["sd"]
+    see_t = SEE_G_CM2 / REFERENCE["fn"]["sd"]
+    cal_t = (fn_abmd or 0.0) * calibration_sd_percent / 100.0 / REFERENCE["fn"]["sd"]
+    t_sd = float(np.hypot(see_t, cal_t))
     if lowest is not None and min(abs(lowest + 1.0), abs(lowest + 2.5)) < t_sd:
         flags.append("class_uncertain")
     return {

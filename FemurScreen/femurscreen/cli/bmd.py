@@ -116,5 +116,10 @@ def format_result(result: dict) -> str:
             f"{f(s['th_t_score'], '6.1f'):>6}  {s['who_class'] or '-':<13} "
             f"{','.join(s['flags'])}"
         )
-    lines.append(f"{result['label']}; T-score SD about {0.37:.2f} (CTXA SEE 0.044 g/cm2)")
+    sds = [result[s].get("t_score_sd") for s in ("left", "right") if result[s].get("t_score_sd")]
+    sd = f"{max(sds):.2f}" if sds else "0.37"
+    lines.append(
+        f"{result['label']}; T-score SD about {sd} (CTXA SEE 0.044 g/cm2 and the calibration's "
+        "energy)"
+    )
     return "\n".join(lines)
