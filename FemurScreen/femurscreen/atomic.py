@@ -159,6 +159,9 @@ def _flush_folder(folder: Path) -> None:
     mask = _umask()
     for path in folder.iterdir():
         with contextlib.suppress(OSError):
+            if path.is_dir():  # a subfolder (e.g. dicom/): enterable, and its files flushed too
+                _flush_folder(path)
+                continue
             os.chmod(path, 0o666 & ~mask)
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +52,7 @@ from femurscreen.grading import (
 )
 from femurscreen.grading import stage as _stage
 from femurscreen.labels import SIDES
+from femurscreen.status import Status
 from femurscreen.values import json_safe
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def screen(
                 raise
             raise NoFemurError(exc.what, exc.fix, ct_path) from None  # name the input
     sides = {name: seg.sides.get(name) for name in SIDES}
-    if all(s is None or s.status == "not_found" for s in sides.values()):
+    if all(s is None or s.status == Status.NOT_FOUND for s in sides.values()):
         raise NoFemurError(
             "no proximal femur in view: neither hip is inside the scanned field of view",
             "screen a CT that covers the hips (abdomen-pelvis or pelvis CT)",
@@ -184,10 +184,6 @@ def screen(
         result["timing_s"] = dict(timing)
         # result.json last: only a folder that holds it is a finished result.
         (tmp / "result.json").write_text(_to_json(result), encoding="utf-8")
-    if dicom:  # atomic_dir gives every entry file permissions (0666 & ~umask), folders too
-        mask = os.umask(0)
-        os.umask(mask)
-        (out_dir / DICOM_DIR).chmod(0o777 & ~mask)
     return result
 
 

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # these log source UIDs at INFO: identifiers stay out of the console
+        for name in ("highdicom", "dicomweb_client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE
