@@ -137,7 +137,7 @@ def project_side(
     # head: the deepest point of the top part, on a grid of about 1.6 mm (an inscribed
     # sphere's centre needs no finer grid, and a distance map at 0.8 mm costs ten times more)
     top = z >= z.max() - HEAD_SEARCH_MM
-    f = max(1, int(HEAD_GRID_MM // float(spacing.min())))
+    f = max(1, int(round(HEAD_GRID_MM / float(spacing.min()))))
     sub_lo = np.maximum(kji[top].min(0) - 2 * f - g, 0)
     sub_hi = kji[top].max(0) + 2 * f + g + 1
     sub = tuple(slice(a, b, f) for a, b in zip(sub_lo, sub_hi, strict=True))
