@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from femurscreen.cli._options import add_engine_option, add_model_option
+
 NAME = "screen"
 HELP = "screen one CT: segment both proximal femurs, grade bone status, write a report"
 EXAMPLE = "femurscreen screen case/ct.nii.gz --out results/case"
@@ -18,14 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="result folder (replaced if it holds a result)"
     )
-    parser.add_argument(
-        "--engine",
-        default="default",
-        help="segmentation engine: default, classical or vbnet (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--model", type=Path, metavar="DIR", help="classifier folder (default: the shipped model)"
-    )
+    add_engine_option(parser)
+    add_model_option(parser)
     parser.add_argument(
         "--series", metavar="UID", help="DICOM series UID when a folder holds several"
     )
