@@ -299,3 +299,18 @@ def test_real_ct_right_side_is_graded_left_implant(real_ct, real_ct_classical):
     assert right["status"] == "ok" and 0.4 < right["fn_abmd_g_cm2"] < 1.1
     assert -4.0 < right["fn_t_score"] < 1.0 and right["who_class"] is not None
     assert left["status"] == "implant" and left["fn_t_score"] is None
+
+
+def test_cli_kvp_option(pair, tmp_path):
+    """--kvp narrows the energy (it reaches the calibration block); a value that is no tube
+    voltage is refused before anything is computed, with what to do."""
+    ct, mask, _info = pair["identity"]
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    sitk.WriteImage(mask, str(tmp_path / "femur.nii.gz"))
+    args = ["bmd", str(tmp_path / "ct.nii.gz"), "--mask", str(tmp_path / "femur.nii.gz")]
+    code, _out, err = run_cli(*args, "--kvp", "20", "--json", str(tmp_path / "bad.json"))
+    assert code == 1 and "--kvp" in err and not (tmp_path / "bad.json").exists()
+    code, out, err = run_cli(*args, "--kvp", "120", "--json", str(tmp_path / "b.json"))
+    assert code == 0, err
+    cal = json.loads((tmp_path / "b.json").read_text())["calibration"]
+    assert cal["kvp"] == 120.0 and "kvp_unknown" not in cal["flags"] and "kVp 120" in out
