@@ -62,9 +62,7 @@ def _femur_mass_voxels(
     excess = np.clip(ref[ring1].astype(np.float64) - soft, 0.0, None)
     k_lab = np.nonzero(lab)
     k_ring = np.nonzero(ring1)
-    kji = tuple(
-        np.concatenate([a + o, b + o]) for a, b, o in zip(k_lab, k_ring, lo, strict=True)
-    )
+    kji = tuple(np.concatenate([a + o, b + o]) for a, b, o in zip(k_lab, k_ring, lo, strict=True))
     rho = MG_K2HPO4_PER_HU * np.concatenate([ref[k_lab].astype(np.float64), excess])
     is_label = np.concatenate([np.ones(k_lab[0].size, bool), np.zeros(k_ring[0].size, bool)])
     return kji, rho, is_label
