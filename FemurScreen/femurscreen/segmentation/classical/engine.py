@@ -6,7 +6,9 @@ Pipeline (each step in its own module):
    side follows from world x (+x = patient's left), never from array order.
 3. ``femur``: per side, a crop around the head at fine spacing (the CT's own spacing,
    but not finer than 1.2 mm), a filled bone mask, and a seeded watershed that splits femur
-   from pelvis at the joint.
+   from pelvis at the joint. The crop has one voxel more on every side; where that layer or
+   the crop's inside lies beyond the scan (an image edge, the padding of an oblique grid), it
+   walls the marrow cut by the field of view instead of draining it (``beyond_scan``).
 4. The soft mask is mapped back onto the CT's own voxel grid (any direction matrix).
 
 The shared post-processing (largest component, holes, anatomical cut) and the flags run after

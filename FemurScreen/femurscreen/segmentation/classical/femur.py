@@ -73,7 +73,7 @@ def fill_slice_holes(
     while the marrow space of a femoral cross-section is filled.
     """
     structure = np.zeros((3, 3, 3), dtype=bool)
-    index = [slice(None)] * 3
+    index: list[slice | int] = [slice(None)] * 3
     index[axis] = 1
     structure[tuple(index)] = ndi.generate_binary_structure(2, 1)
     holes, n = ndi.label(~mask, structure=structure)

@@ -45,15 +45,12 @@ class Grid:
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World coordinates along each array axis: z (nz,), y (ny,), x (nx,)."""
-        return tuple(self.origin[a] + np.arange(self.size[a]) * self.spacing[a] for a in (2, 1, 0))  # type: ignore[return-value]
+        return tuple(self.origin[a] + np.arange(self.size[a]) * self.spacing[a] for a in (2, 1, 0))
 
     def grown(self, n: int = 1) -> Grid:
         """The same lattice with ``n`` more voxels on every side."""
-        return Grid(
-            origin=self.origin - n * self.spacing,
-            spacing=self.spacing,
-            size=tuple(int(v) + 2 * n for v in self.size),  # type: ignore[arg-type]
-        )
+        nx, ny, nz = (int(v) + 2 * n for v in self.size)
+        return Grid(origin=self.origin - n * self.spacing, spacing=self.spacing, size=(nx, ny, nz))
 
     def reference(self, pixel: int = sitk.sitkFloat32) -> sitk.Image:
         image = sitk.Image([int(n) for n in self.size], pixel)
@@ -107,7 +104,8 @@ def lattice_grid(
         lo = anchor + np.floor((lo - anchor) / spacing + 1e-6) * spacing
     hi = np.maximum(hi, lo)
     size = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
-    return Grid(origin=lo, spacing=np.full(3, float(spacing)), size=tuple(int(n) for n in size))
+    nx, ny, nz = (int(n) for n in size)
+    return Grid(origin=lo, spacing=np.full(3, float(spacing)), size=(nx, ny, nz))
 
 
 def resample(

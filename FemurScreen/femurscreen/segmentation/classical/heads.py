@@ -12,14 +12,20 @@ Two steps on the coarse (3 mm) grid:
    (vertebral body) spread along its axis, a plate's scatter.
 2. Sphere fit: from each candidate centre, rays in 256 directions find the first strong drop of
    intensity (the head's outer surface); a robust least-squares fit gives centre and radius, and
-   the fraction of rays that agree with the sphere (``support``) scores the candidate.
+   the fraction of rays that agree with the sphere (``support``) scores the candidate. Where
+   that first drop lies inside the ball (coarse trabecular texture), the radius most rays see
+   a drop at is taken instead (``surface_scan``).
+Then each candidate is refitted on a fine crop (``verify``): the surface scan from several
+nearby starts, combined as the median of the near-best fits (``consensus_fit``; the best one
+alone is a draw between fits a few rays apart), and
 3. Roof check (``below_roof``): at 3 mm the joint space is invisible and those fits take the
    acetabular roof plate for the head's top; rays looking up from the centre find the plate
    (a bright ridge) and the sphere is moved down until the plate lies outside it. On the real
    sample CT this moved the right head 4.8 mm down (label top from the roof apex slice to two
    slices below it) and made the head fit agree across resamplings (1, 1.5 mm, 5 mm slices).
-A pair of heads is scored as a mirror image about the body midline; a scan that shows one hip
-only (the body cut by the field of view) has its midline at that border.
+Of two verified balls on one side that overlap, the lateral one is the head (the acetabulum
+lies medial to it). A pair of heads is scored as a mirror image about the body midline; a scan
+that shows one hip only (the body cut by the field of view) has its midline at that border.
 """
 
 from __future__ import annotations
@@ -382,7 +388,7 @@ def free_band_fit(
             pts = pts[keep]
             c, r = fit_sphere(pts)
         centre, radius = c, float(r)
-    return centre, radius, float(first_median)
+    return centre, radius, radius if first_median is None else first_median
 
 
 def roof_ridges(
