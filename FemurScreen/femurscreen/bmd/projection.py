@@ -231,7 +231,7 @@ def project_side(
         img.SetDirection(tuple(direction.ravel()))
         img.SetOrigin(crop_origin)
         out = sitk.Resample(img, pose, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        return sitk.GetArrayViewFromImage(out)  # (y, t, s)
+        return sitk.GetArrayFromImage(out)  # (y, t, s); a copy: `out` dies on return
 
     areal = resampled(integrand).sum(0, dtype=np.float64)
     path = (resampled(mask.astype(np.float32)) >= 0.5).sum(0).astype(np.float64)

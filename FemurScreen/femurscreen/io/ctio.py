@@ -259,6 +259,9 @@ def _read_series(
             image = reader.Execute()
         except RuntimeError as exc:
             raise _unreadable(folder, exc) from None
+    kvp_tag = "0018|0060"  # tube voltage: the calibrated density's energy prior (bmd)
+    if reader.HasMetaDataKey(0, kvp_tag):
+        image.SetMetaData(kvp_tag, reader.GetMetaData(0, kvp_tag).strip(" \x00"))
     damaged = _damaged_dicom_files(folder, in_folder)
     if image.GetDimension() == 3 and image.GetSize()[2] > 1:
         _check_slice_positions(folder, series, reader, image, damaged)
