@@ -75,7 +75,7 @@ def has_neck(
     """
     if not femur.any():
         return False
-    zs, _, xs = grid.axes()
+    zs, _, xs = grid.axes_world()
     below = zs < head.centre[2] - 0.3 * head.radius
     cols = femur[below].any(axis=(0, 1))
     if not cols.any():

@@ -168,7 +168,7 @@ def _fill_holes(mask: np.ndarray, max_area: float, outside: np.ndarray | None) -
 
 def _head_frame(grid: Grid, head: HeadSphere):
     """Per voxel offsets from the head centre: (dx, dy, dz) broadcastable arrays, distance."""
-    zs, ys, xs = grid.axes()
+    zs, ys, xs = grid.axes_world()
     c = head.centre
     dz = (zs - c[2])[:, None, None]
     dy = (ys - c[1])[None, :, None]

@@ -6,64 +6,18 @@ that "lateral", "superior" and "axial slice" mean the same thing for every file,
 direction matrix (flipped, permuted or oblique). Grids are snapped to one lattice anchored at the
 corner of the image's world bounding box, so a file that is only flipped resamples exactly onto
 the same voxel centres as the unflipped one.
+
+The grids are :class:`femurscreen.geometry.Grid` with the identity direction: arrays on them are
+indexed (z, y, x) (``array_to_world`` / ``world_to_array`` / ``axes_world``), points are world
+(x, y, z), and a grid's box is the box of its voxel centres.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import SimpleITK as sitk
 
-
-@dataclass(frozen=True)
-class Grid:
-    """An axis-aligned LPS grid. Arrays on it are indexed (z, y, x); points are world (x, y, z)."""
-
-    origin: np.ndarray  # world position (x, y, z) of voxel (0, 0, 0), mm
-    spacing: np.ndarray  # (sx, sy, sz), mm
-    size: tuple[int, int, int]  # (nx, ny, nz)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Numpy shape (z, y, x)."""
-        return (self.size[2], self.size[1], self.size[0])
-
-    @property
-    def spacing_zyx(self) -> tuple[float, float, float]:
-        return (float(self.spacing[2]), float(self.spacing[1]), float(self.spacing[0]))
-
-    def world(self, zyx: np.ndarray) -> np.ndarray:
-        """World points (..., 3: x, y, z) of (fractional) array indices (..., 3: z, y, x)."""
-        zyx = np.asarray(zyx, dtype=float)
-        return self.origin + zyx[..., ::-1] * self.spacing
-
-    def index(self, xyz: np.ndarray) -> np.ndarray:
-        """Fractional array indices (..., 3: z, y, x) of world points (..., 3: x, y, z)."""
-        xyz = np.asarray(xyz, dtype=float)
-        return ((xyz - self.origin) / self.spacing)[..., ::-1]
-
-    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World coordinates along each array axis: z (nz,), y (ny,), x (nx,)."""
-        return tuple(self.origin[a] + np.arange(self.size[a]) * self.spacing[a] for a in (2, 1, 0))
-
-    def grown(self, n: int = 1) -> Grid:
-        """The same lattice with ``n`` more voxels on every side."""
-        nx, ny, nz = (int(v) + 2 * n for v in self.size)
-        return Grid(origin=self.origin - n * self.spacing, spacing=self.spacing, size=(nx, ny, nz))
-
-    def reference(self, pixel: int = sitk.sitkFloat32) -> sitk.Image:
-        image = sitk.Image([int(n) for n in self.size], pixel)
-        image.SetOrigin([float(v) for v in self.origin])
-        image.SetSpacing([float(v) for v in self.spacing])
-        return image
-
-    def image(self, array: np.ndarray) -> sitk.Image:
-        """Wrap an array (z, y, x) on this grid as a SimpleITK image."""
-        image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-        image.SetOrigin([float(v) for v in self.origin])
-        image.SetSpacing([float(v) for v in self.spacing])
-        return image
+from femurscreen.geometry import Grid
 
 
 def world_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +58,7 @@ def lattice_grid(
         lo = anchor + np.floor((lo - anchor) / spacing + 1e-6) * spacing
     hi = np.maximum(hi, lo)
     size = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
-    nx, ny, nz = (int(n) for n in size)
-    return Grid(origin=lo, spacing=np.full(3, float(spacing)), size=(nx, ny, nz))
+    return Grid.make(size, np.full(3, float(spacing)), lo)
 
 
 def resample(
@@ -121,7 +74,7 @@ def resample(
     crop of a 512 x 512 x 300 CT costs little.
     """
     image = _region_under(image, grid)
-    image = _antialias(image, float(np.min(grid.spacing)))
+    image = _antialias(image, min(grid.spacing))
     out = sitk.Resample(
         image, grid.reference(), sitk.Transform(), interpolator, float(default), sitk.sitkFloat32
     )
@@ -131,7 +84,7 @@ def resample(
 def _region_under(image: sitk.Image, grid: Grid, margin: int = 3) -> sitk.Image:
     """The sub-image (index box) that covers the grid's world box."""
     corners = np.array(
-        [grid.world(np.array(c) * (np.array(grid.shape) - 1)) for c in np.ndindex(2, 2, 2)]
+        [grid.array_to_world(np.array(c) * (np.array(grid.shape) - 1)) for c in np.ndindex(2, 2, 2)]
     )
     cont = np.array([image.TransformPhysicalPointToContinuousIndex(p.tolist()) for p in corners])
     size = np.array(image.GetSize())
@@ -172,7 +125,7 @@ def paste_into(
     other.
     """
     corners = np.array(
-        [grid.world(np.array(c) * (np.array(grid.shape) - 1)) for c in np.ndindex(2, 2, 2)]
+        [grid.array_to_world(np.array(c) * (np.array(grid.shape) - 1)) for c in np.ndindex(2, 2, 2)]
     )
     cont = np.array([target.TransformPhysicalPointToContinuousIndex(p.tolist()) for p in corners])
     size = np.array(target.GetSize())

@@ -122,7 +122,7 @@ def body_midline_x(
     midline at that border); False takes the centroid anyway (a scan cut laterally, through
     one femur's trochanter: both hips in view). ``find_heads`` tries both when in doubt.
     """
-    zs, _, xs = grid.axes()
+    zs, _, xs = grid.axes_world()
     rows = np.abs(zs - z_mm) <= half_height_mm
     if not rows.any():
         rows = np.ones_like(zs, dtype=bool)
@@ -194,7 +194,7 @@ def fibonacci_directions(n: int = 256) -> np.ndarray:
 
 
 def _sample(smooth: np.ndarray, grid: Grid, points: np.ndarray) -> np.ndarray:
-    idx = grid.index(points.reshape(-1, 3)).T
+    idx = grid.world_to_array(points.reshape(-1, 3)).T
     values = ndi.map_coordinates(smooth, idx, order=1, mode="nearest")
     return values.reshape(points.shape[:-1])
 
@@ -213,7 +213,7 @@ def surface_points(
     The head surface is where intensity falls going outward; the acetabulum's outer surface,
     a few mm further out, is the next drop, so the first one inside the window is taken.
     """
-    step = min(0.75, float(grid.spacing.min()) / 3)
+    step = min(0.75, min(grid.spacing) / 3)
     rho = np.arange(0.55 * radius, 1.45 * radius + step, step)
     prof = _sample(smooth, grid, centre + directions[:, None, :] * rho[None, :, None])
     deriv = np.gradient(prof, step, axis=1)
@@ -252,7 +252,7 @@ def refine_sphere(
     """Robust sphere fit to the first-drop surface points; returns (centre, radius, support)."""
     directions = fibonacci_directions()
     centre = np.asarray(centre, dtype=float)
-    tol = max(3.0, 0.75 * float(grid.spacing.max()))
+    tol = max(3.0, 0.75 * max(grid.spacing))
     for _ in range(iterations):
         dist = surface_points(smooth, grid, centre, radius, directions)
         ok = np.isfinite(dist)
@@ -297,7 +297,7 @@ def surface_scan(
     repeat with narrower windows. Returns (centre, radius, support).
     """
     directions = fibonacci_directions()
-    delta = max(1.0, DELTA_SPACINGS * float(grid.spacing.min()))
+    delta = max(1.0, DELTA_SPACINGS * min(grid.spacing))
     step = 0.5
     rho = np.arange(radii[0] - windows_mm[0], radii[1] + windows_mm[0] + step, step)
     centre = np.asarray(centre, dtype=float)
@@ -463,7 +463,7 @@ def below_roof(
         ok = np.isfinite(dist)
         if ok.sum() < ROOF_MIN_RAYS:
             break
-        surface = np.where(joint, dist + 0.5 * float(grid.spacing.min()), dist - ROOF_GAP_MM)
+        surface = np.where(joint, dist + 0.5 * min(grid.spacing), dist - ROOF_GAP_MM)
         excess = surface[ok] - radius  # < 0: the plate lies inside the sphere
         if np.median(excess) >= -ROOF_MIN_DEPTH_MM:
             break
@@ -490,7 +490,7 @@ def below_roof(
 def metal_fraction(array: np.ndarray, grid: Grid, centre: np.ndarray, radius: float) -> float:
     """Fraction of a ball's voxels that are metal. A lag screw through a head fills a few per
     cent; a ball centred on a nail, a barrel or a plate is mostly metal, round by accident."""
-    zs, ys, xs = grid.axes()
+    zs, ys, xs = grid.axes_world()
     dist2 = (
         (zs[:, None, None] - centre[2]) ** 2
         + (ys[None, :, None] - centre[1]) ** 2
@@ -532,7 +532,7 @@ def coarse_candidates(
     order = np.argsort(-acc[tuple(idx.T)])[:MAX_PEAKS]
     found: list[_Candidate] = []
     for k in order:
-        centre0 = grid.world(idx[k])
+        centre0 = grid.array_to_world(idx[k])
         mid = body_midline_x(array, grid, centre0[2], cut_is_midline=cut_is_midline)
         offset = centre0[0] - mid
         if not MIN_MIDLINE_OFFSET_MM - 10 <= abs(offset) <= MAX_MIDLINE_OFFSET_MM + 10:
@@ -806,6 +806,6 @@ def _in_image(image: sitk.Image, point: np.ndarray) -> bool:
 
 def _inside_fov(grid: Grid, centre: np.ndarray, radius: float) -> bool:
     """The centre and at least half the ball lie in the field of view (in z: above the floor)."""
-    lo = grid.origin
-    hi = grid.origin + (np.array(grid.size) - 1) * grid.spacing
+    lo = np.asarray(grid.origin)
+    hi = lo + (np.array(grid.size) - 1) * np.asarray(grid.spacing)
     return bool(np.all(centre >= lo) and np.all(centre <= hi) and centre[2] + 0.5 * radius <= hi[2])
