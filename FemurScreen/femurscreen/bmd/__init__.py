@@ -92,8 +92,7 @@ def measure(
         if status != "ok":
             out[side] = _empty_side(status, f"segmentation status {status}: not graded")
             continue
-        mask = lab[box] == value if box is not None else None
-        if mask is None or not mask.any():
+        if box is None or not (mask := lab[box] == value).any():
             out[side] = _empty_side("not_found", "no label for this side")
             continue
         values = hu[box][mask]

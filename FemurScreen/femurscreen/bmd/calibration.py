@@ -49,6 +49,7 @@ What this cannot do: see the energy better than the fat's natural variability al
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict
 
 import numpy as np
 from scipy import ndimage
@@ -229,7 +230,11 @@ def _enhanced_ml(small: np.ndarray, depth: np.ndarray, mm: float, voxel_ml: floa
     sh = [(n + 1) // 2 * 2 for n in small.shape]
     dense = np.zeros(sh, dtype=bool)
     dense[: small.shape[0], : small.shape[1], : small.shape[2]] = small >= BONE_HU
-    dense = dense.reshape(sh[0] // 2, 2, sh[1] // 2, 2, sh[2] // 2, 2).any(axis=(1, 3, 5))
+    # (numpy's stubs type any(axis=...) as "bool or array"; with axes of a 6-D array it is an
+    # array, which asarray returns as it is)
+    dense = np.asarray(
+        dense.reshape(sh[0] // 2, 2, sh[1] // 2, 2, sh[2] // 2, 2).any(axis=(1, 3, 5))
+    )
     seed = ndimage.binary_dilation(dense, iterations=max(1, int(round(6.0 / (2 * mm)))))
     filled = ndimage.binary_fill_holes(seed)
     for axis in range(3):
@@ -248,9 +253,19 @@ def _enhanced_ml(small: np.ndarray, depth: np.ndarray, mm: float, voxel_ml: floa
     return float(sizes[sizes >= CONTRAST_PIECE_ML].sum())
 
 
-def fit_energy(
-    observed: dict[str, float], kvp: float | None = None
-) -> dict[str, float | np.ndarray]:
+class EnergyFit(TypedDict):
+    """The result of :func:`fit_energy`."""
+
+    energy_kev: float
+    energy_sd_kev: float
+    energy_prior_kev: float
+    a: float  # HU scale: observed = a * HU(E) + b
+    b: float  # HU offset
+    fitted: dict[str, float]  # each point's fitted HU
+    at_edge: bool  # the energy at an end of ENERGY_GRID_KEV
+
+
+def fit_energy(observed: dict[str, float], kvp: float | None = None) -> EnergyFit:
     """The effective-energy fit of tissue peaks (step 3 of the module docstring): energy, its
     SD and prior, HU scale ``a`` and offset ``b``, and each point's fitted HU."""
     names = list(observed)
@@ -311,7 +326,8 @@ def calibrate(
 ) -> Calibration:
     """Calibrate a CT given as an HU array (k, j, i) with its spacing (x, y, z) in mm;
     ``kvp`` the tube voltage when known (the DICOM header's), which narrows the energy."""
-    spacing_zyx = tuple(float(s) for s in reversed(spacing_xyz))
+    sx, sy, sz = spacing_xyz
+    spacing_zyx = (float(sz), float(sy), float(sx))
     small, voxel_ml = _coarse(hu, spacing_zyx)
     small = small.astype(np.float32)
     mm = float(np.mean([s * max(1, int(round(GRID_MM / s))) for s in spacing_zyx]))
@@ -366,7 +382,8 @@ def calibrate(
         contrast_ml=contrast_ml,
         kvp=kvp,
     )
-    missing = [p.name for p in points if p.observed_hu is None]
+    obs = {p.name: p.observed_hu for p in points if p.observed_hu is not None}
+    missing = [p.name for p in points if p.name not in obs]
     if missing:
         what = {"air": "air outside the body", "fat": "fat", "muscle": "muscle"}
         cal.status = "tissue_missing"
@@ -375,7 +392,6 @@ def calibrate(
             "(the field of view must include some air around the body, fat and muscle)"
         )
         return cal
-    obs = {p.name: float(p.observed_hu) for p in points}
     if not (obs["air"] < obs["fat"] < obs["muscle"]):
         cal.status = "implausible"
         cal.reason = (
@@ -385,17 +401,19 @@ def calibrate(
         return cal
     fit = fit_energy(obs, kvp)
     energy, a, b = fit["energy_kev"], fit["a"], fit["b"]
-    cal.energy_kev, cal.energy_sd_kev = energy, fit["energy_sd_kev"]
+    energy_sd = fit["energy_sd_kev"]
+    cal.energy_kev, cal.energy_sd_kev = energy, energy_sd
     cal.energy_prior_kev, cal.hu_scale, cal.hu_offset = fit["energy_prior_kev"], a, b
     k = float(att.mineral_hu_per_mg_cm3(energy))
     cal.mineral_hu_per_mg_cm3 = k
-    dk = abs(float(att.mineral_hu_per_mg_cm3(energy + cal.energy_sd_kev)) - k)
+    dk = abs(float(att.mineral_hu_per_mg_cm3(energy + energy_sd)) - k)
     cal.density_sd_percent = 100.0 * dk / k
     slope, intercept, x, y = _density_map(energy, a, b)
     cal.slope, cal.intercept, cal._knots = slope, intercept, (x, y)
     for p in points:
-        p.fitted_hu = fit["fitted"][p.name]
-        p.residual_hu = float(obs[p.name] - p.fitted_hu)
+        fitted_hu = fit["fitted"][p.name]
+        p.fitted_hu = fitted_hu
+        p.residual_hu = float(obs[p.name] - fitted_hu)
     worst = max(points, key=lambda p: abs(p.residual_hu or 0.0) / TISSUE_SD_HU[p.name])
     lo_e, hi_e = ENERGY_RANGE_KEV
     if contrast_ml > CONTRAST_MIN_ML:

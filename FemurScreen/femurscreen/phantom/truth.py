@@ -79,6 +79,8 @@ def neck_waist(anatomy: Anatomy, side: str) -> tuple[float, float, float]:
     the trochanters' smooth union widens the neck's lateral part."""
     f = anatomy.femurs[side]
     prims = femur_prims(f)
+    if not prims:
+        raise ValueError(f"the {side} femur has no distance primitives")
     u = np.asarray(f.u, dtype=np.float64)
     n = np.asarray(f.n, dtype=np.float64)
     m = n - (n @ u) * u
@@ -97,10 +99,9 @@ def neck_waist(anatomy: Anatomy, side: str) -> tuple[float, float, float]:
     for y in ys:
         pts = head + s_c[..., None] * m + t_c[..., None] * u + y * ap
         x, yy, z = (pts[..., i].astype(np.float32) for i in range(3))
-        d = None
-        for q in prims:
-            v = q.fn(x, yy, z)
-            d = v if d is None else sh.smin(d, v, q.k)
+        d = prims[0].fn(x, yy, z)  # the smooth union of all primitives, in their order
+        for q in prims[1:]:
+            d = sh.smin(d, q.fn(x, yy, z), q.k)
         np.minimum(g, d, out=g)
     centre = tau.size // 2
     widths = np.full(sig.size, np.inf)
