@@ -1,6 +1,6 @@
 # FemurScreen: two commands for a fresh machine.
 #   make demo       -> bootstraps .venv, then runs the main job (scripts/demo.sh)
-#   make test       -> bootstraps .venv and .venv-312, then ruff + the pytest suite (Python 3.11+)
+#   make test       -> bootstraps .venv and .venv-312, then ruff + mypy + the pytest suite (Python 3.11+)
 #                      + the Slicer-side tests on Python 3.12 (Slicer 5.10's), what CI runs
 #   make test-fast  -> ruff + the suite without the tests marked slow (daily habit)
 #   make test-312   -> only the Slicer-side tests on Python 3.12
@@ -63,6 +63,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint system-deps
 	$(BIN)/python -m pytest -q Testing
