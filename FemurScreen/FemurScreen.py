@@ -13,6 +13,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from FemurScreenLib import ReloadsPackages
 from FemurScreenLib.logic import (
     ENGINE_CHOICES,
     FemurScreenLogic,
@@ -128,7 +129,7 @@ class FemurScreenParameterNode:
 #
 
 
-class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: wiring only; every computation is in ``FemurScreenLogic``."""
 
     POLL_MS = 300
@@ -229,13 +230,6 @@ class FemurScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.stop()
         self._recomputeTimer.stop()
         self.removeObservers()
-
-    def onReload(self) -> None:
-        """Reload the Lib and core packages too (Slicer reloads only this file)."""
-        import FemurScreenLib
-
-        FemurScreenLib.forget_packages()
-        super().onReload()
 
     # ------------------------------------------------------------------ parameter node
 

@@ -11,7 +11,14 @@ import os
 
 import qt
 import slicer
-from FemurScreenLib.review import STATUSES, ReferenceExistsError, ReviewSession, default_reviewer
+from FemurScreenLib import ReloadsPackages
+from FemurScreenLib.review import (
+    STATUSES,
+    ReferenceExistsError,
+    ReviewSession,
+    default_reviewer,
+    segment_editor_node,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
@@ -52,7 +59,7 @@ class FemurScreenReview(ScriptedLoadableModule):
         self.parent.acknowledgementText = _("Part of the FemurScreen extension.")
 
 
-class FemurScreenReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class FemurScreenReviewWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The review panel: wiring only; every file and MRML step is in ``ReviewSession``."""
 
     def __init__(self, parent=None) -> None:
@@ -66,7 +73,7 @@ class FemurScreenReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/FemurScreenReview.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self._editorNode())
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(segment_editor_node(slicer.mrmlScene))
         uiWidget.setMRMLScene(slicer.mrmlScene)
         for engine in ENGINES:
             self.ui.engineComboBox.addItem(engine)
@@ -89,18 +96,6 @@ class FemurScreenReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self._update()
 
-    def _editorNode(self):
-        tag = "FemurScreenReviewSegmentEditor"
-        node = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
-            node.UnRegister(None)
-            node.SetSingletonTag(tag)
-            node.SetName(tag)
-            node.SetHideFromEditors(True)
-            node = slicer.mrmlScene.AddNode(node)
-        return node
-
     def enter(self) -> None:
         self.ui.segmentEditorWidget.installKeyboardShortcuts()
         self._installShortcuts()
@@ -113,13 +108,6 @@ class FemurScreenReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def cleanup(self) -> None:
         self._removeShortcuts()
         self.removeObservers()
-
-    def onReload(self) -> None:
-        """Reload the Lib and core packages too (Slicer reloads only this file)."""
-        import FemurScreenLib
-
-        FemurScreenLib.forget_packages()
-        super().onReload()
 
     # ------------------------------------------------------------------ shortcuts
 

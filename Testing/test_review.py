@@ -178,6 +178,17 @@ def reviewed_three(core, three) -> dict:
     }
 
 
+def test_review_panel_has_its_own_segment_editor_node(scene):
+    """The review panel's editor node is one per scene, hidden, and not the FemurScreen panel's."""
+    from FemurScreenLib.logic import FemurScreenLogic
+
+    editor = review.segment_editor_node(scene)
+    assert editor.IsA("vtkMRMLSegmentEditorNode") and editor.GetHideFromEditors()
+    assert review.segment_editor_node(scene) is editor
+    assert FemurScreenLogic(scene).segment_editor_node() is not editor
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentEditorNode") == 2
+
+
 # ---------------------------------------------------------------------------- the review
 
 

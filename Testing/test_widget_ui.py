@@ -176,6 +176,34 @@ def test_lib_never_imports_qt(path):
     assert not bad, f"{path.name} imports {sorted(bad)}: the Logic must stay Qt-free"
 
 
+def test_both_widgets_reload_the_lib_and_core_through_one_mixin(monkeypatch):
+    """Reload drops FemurScreenLib and the core from sys.modules, then reloads as Slicer does."""
+    monkeypatch.syspath_prepend(str(MODULE))
+    import FemurScreenLib
+
+    calls = []
+
+    class SlicerWidget:  # stands in for ScriptedLoadableModuleWidget
+        def onReload(self):
+            calls.append("slicer")
+
+    class Widget(FemurScreenLib.ReloadsPackages, SlicerWidget):
+        pass
+
+    monkeypatch.setattr(FemurScreenLib, "forget_packages", lambda: calls.append("forget"))
+    Widget().onReload()
+    assert calls == ["forget", "slicer"]
+    for path in (MODULE_PY, MODULE / "FemurScreenReview.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        widgets = [
+            n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Widget")
+        ]
+        assert [ast.unparse(b) for b in widgets[0].bases][0] == "ReloadsPackages", path.name
+        assert not any(
+            isinstance(f, ast.FunctionDef) and f.name == "onReload" for f in widgets[0].body
+        ), path.name
+
+
 def test_core_never_imports_slicer_or_the_module():
     offenders = {}
     for path in CORE.rglob("*.py"):

@@ -8,7 +8,7 @@ Python console, in the module's self-test and in pytest on ``slicer-core``.
 
 import sys
 
-__all__ = ["forget_packages"]
+__all__ = ["ReloadsPackages", "forget_packages"]
 
 
 def forget_packages() -> None:
@@ -17,3 +17,12 @@ def forget_packages() -> None:
     for name in list(sys.modules):
         if name.startswith(("FemurScreenLib", "femurscreen")):
             del sys.modules[name]
+
+
+class ReloadsPackages:
+    """Mixin for a module widget, listed before ``ScriptedLoadableModuleWidget``: the developer
+    *Reload* button reloads this package and the core too, then the module as Slicer does."""
+
+    def onReload(self) -> None:
+        forget_packages()
+        super().onReload()  # type: ignore[misc]

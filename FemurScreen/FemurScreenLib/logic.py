@@ -670,15 +670,7 @@ class FemurScreenLogic:
         return self._singleton("vtkMRMLSegmentEditorNode", "FemurScreenSegmentEditor")
 
     def _singleton(self, class_name: str, tag: str):
-        node = self.scene.GetSingletonNode(tag, class_name)
-        if node is None:
-            node = self.scene.CreateNodeByClass(class_name)
-            node.UnRegister(None)
-            node.SetSingletonTag(tag)
-            node.SetName(tag)
-            node.SetHideFromEditors(True)
-            node = self.scene.AddNode(node)
-        return node
+        return seg_io.singleton_node(self.scene, class_name, tag)
 
     def _show(self, segmentation_node, rows: list[dict], result: dict) -> dict:
         """Fill (or create) the tables and chart referenced by the segmentation node."""

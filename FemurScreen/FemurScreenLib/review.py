@@ -67,6 +67,7 @@ LOG_COLUMNS: tuple[str, ...] = (
 REVIEW_COLUMNS: tuple[str, ...] = ("review_status", "mask_sha256")  # added to cohort.csv
 # Bone window for the femur (HU): cortex, trabecular bone and the joint space all visible.
 WINDOW, LEVEL = 1200.0, 300.0
+EDITOR_TAG = "FemurScreenReviewSegmentEditor"  # the review panel's own Segment Editor node
 
 
 class ReferenceExistsError(FemurScreenError):
@@ -85,6 +86,12 @@ def sha256_file(path: str | Path) -> str:
 def now_iso() -> str:
     """The current time in UTC, ISO 8601 to the second (``2026-12-02T17:05:00+00:00``)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def segment_editor_node(scene):
+    """The review panel's Segment Editor parameter node (apart from the Segment Editor module's
+    and the FemurScreen panel's, so the editors do not fight over effects and selections)."""
+    return seg_io.singleton_node(scene, "vtkMRMLSegmentEditorNode", EDITOR_TAG)
 
 
 def default_reviewer() -> str:

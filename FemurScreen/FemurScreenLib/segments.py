@@ -34,6 +34,20 @@ CATEGORY = ("SCT", "123037004", "Anatomical Structure")
 FEMUR = ("SCT", "71341001", "Femur")
 
 
+def singleton_node(scene, class_name: str, tag: str):
+    """The scene's hidden singleton node of ``class_name`` tagged ``tag``, created on first use
+    (the panels' own Segment Editor and plot view nodes, apart from the other modules')."""
+    node = scene.GetSingletonNode(tag, class_name)
+    if node is None:
+        node = scene.CreateNodeByClass(class_name)
+        node.UnRegister(None)
+        node.SetSingletonTag(tag)
+        node.SetName(tag)
+        node.SetHideFromEditors(True)
+        node = scene.AddNode(node)
+    return node
+
+
 @dataclass(frozen=True)
 class SegmentSpec:
     """How one side is shown and coded."""
