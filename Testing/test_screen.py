@@ -469,7 +469,7 @@ def test_report_shows_the_calibrated_density(real_run: dict) -> None:
     assert f"{t} ± {bmd['right']['t_score_sd']:.2f}" in report
     assert f"{bmd['right']['fn_abmd_g_cm2']:.3f}" in report
     assert "metal implant: texture and density are artefact" in report  # left column
-    assert "standard error of estimate 0.044 g/cm²" in report
+    assert "standard error of estimate of 0.044 g/cm²" in report
     figure = re.search(r'class="bmd-figure"[^>]*src="data:image/png;base64,([^"]+)"', report)
     assert figure is not None
     png = base64.b64decode(figure.group(1))

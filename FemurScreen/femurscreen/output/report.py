@@ -469,10 +469,11 @@ def _bmd_section(result: dict, picture: str | None) -> str:
             notes.append(f"{side.capitalize()}: {words}.")
     if see is not None:
         notes.append(
-            f"Uncertainty: standard error of estimate {_fmt(see, 3)} g/cm² against DXA "
-            + (f"(± {_fmt(t_sd, 2)} T-score units, 1 SD) " if t_sd is not None else "")
-            + "for a validated CT method; this phantomless estimate is not validated against "
-            "DXA, so that is a lower bound."
+            f"Uncertainty: a validated CT method (CTXA) has a standard error of estimate of "
+            f"{_fmt(see, 3)} g/cm² against DXA; the T-score's ± "
+            + (f"{_fmt(t_sd, 2)} (1 SD) " if t_sd is not None else "")
+            + "adds this scan's own calibration uncertainty to it. This phantomless estimate is "
+            "not validated against DXA, so that is a lower bound."
         )
     if block.get("reference"):
         notes.append(f"T-scores against {block['reference']}.")
