@@ -75,3 +75,21 @@ def test_missing_and_undecodable_files_are_input_errors(tmp_path):
     latin.write_bytes("case_id,ct,mask\n1,\xe9.nii,b\n".encode("latin-1"))
     with pytest.raises(InputError, match="UTF-8"):
         read_cohort_csv(latin)
+
+
+def test_case_id_may_be_left_out_where_the_caller_names_cases(tmp_path):
+    """The Slicer review names a case after its CT: case_id optional, given ids still unique."""
+    no_column = _write(tmp_path / "a.csv", "ct\nx/1.nii.gz\ny/2.nii.gz\n")
+    with pytest.raises(InputError, match="case_id"):
+        read_cohort_csv(no_column, ("ct",))
+    table = read_cohort_csv(no_column, ("ct",), case_id_required=False)
+    assert [table.path_of(row, "ct") for row in table.rows] == [
+        tmp_path / "x/1.nii.gz",
+        tmp_path / "y/2.nii.gz",
+    ]
+    some_blank = _write(tmp_path / "b.csv", "case_id,ct\n,1.nii.gz\nc2,2.nii.gz\n")
+    rows = read_cohort_csv(some_blank, ("ct",), case_id_required=False).rows
+    assert [row.get("case_id") for row in rows] == ["", "c2"]
+    repeated = _write(tmp_path / "c.csv", "case_id,ct\nc2,1.nii.gz\nc2,2.nii.gz\n")
+    with pytest.raises(InputError, match="repeated case_id"):
+        read_cohort_csv(repeated, ("ct",), case_id_required=False)

@@ -399,18 +399,50 @@ def test_folder_of_cts_gets_a_fresh_classical_segmentation(three, scene, tmp_pat
     assert len(again) == 1 and again.progress_text() == "1 of 1 reviewed"
 
 
+def test_a_cohort_csv_without_case_ids_names_cases_after_their_cts(tmp_path):
+    """``case_id`` is optional in a review cohort: the core reader reads the CSV, the review
+    names each case as ``femurscreen batch`` would (a phantom's ``ct.nii.gz`` by its folder)."""
+    cohort_csv = tmp_path / "cohorts" / "c.csv"
+    cohort_csv.parent.mkdir()
+    cohort_csv.write_text(
+        "\ufeffct , mask,t_score\n"
+        " case_7/ct.nii.gz ,case_7/femur.nii.gz,-1.5\n"
+        "\n"
+        "scans/patient_b.nrrd,,007\n"
+        ",,\n",
+        encoding="utf-8",
+    )
+    cases, columns = review.read_cohort_csv(cohort_csv)
+    assert columns == ["ct", "mask", "t_score"]
+    base = cohort_csv.resolve().parent
+    assert [(c.case_id, c.ct, c.mask) for c in cases] == [
+        ("case_7", base / "case_7/ct.nii.gz", base / "case_7/femur.nii.gz"),
+        ("patient_b", base / "scans/patient_b.nrrd", None),
+    ]
+    assert cases[1].row == {"ct": "scans/patient_b.nrrd", "mask": "", "t_score": "007"}
+
+
 def test_bad_inputs_are_refused_with_what_to_do(three, scene, tmp_path):
     phantoms = three.parent
     with pytest.raises(InputError, match="cohort not found"):
         ReviewCohort.open(tmp_path / "nothing")
     no_ct = tmp_path / "no_ct.csv"
     no_ct.write_text("case_id,mask\na,a.nii.gz\n", encoding="utf-8")
-    with pytest.raises(InputError, match="no 'ct' column"):
+    with pytest.raises(InputError, match=r"lacks column\(s\) ct"):
         ReviewCohort.open(no_ct)
     twice = tmp_path / "twice.csv"
     twice.write_text("case_id,ct\na,x.nii.gz\na,y.nii.gz\n", encoding="utf-8")
-    with pytest.raises(InputError, match="case_id 'a' appears on lines 2 and 3"):
+    with pytest.raises(InputError, match=r"repeated case_id\(s\) in the cohort CSV: a"):
         ReviewCohort.open(twice)
+    # the review's own rule on top of the core reader's: ids unique regardless of case
+    cased = tmp_path / "cased.csv"
+    cased.write_text("case_id,ct\na,x.nii.gz\nA,y.nii.gz\n", encoding="utf-8")
+    with pytest.raises(InputError, match="case_id 'A' appears on lines 2 and 3"):
+        ReviewCohort.open(cased)
+    no_ct_cell = tmp_path / "no_ct_cell.csv"
+    no_ct_cell.write_text("case_id,ct\na,x.nii.gz\nb,\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 3 has an empty 'ct' value"):
+        ReviewCohort.open(no_ct_cell)
 
     # a mask that is not 0/1/2 names its file; the scene keeps nothing of the failed case
     ct = phantoms / "case_0000" / "ct.nii.gz"

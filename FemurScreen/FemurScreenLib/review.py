@@ -165,37 +165,18 @@ def _case_id_from_path(path: Path) -> str:
     return name
 
 
-def _clean(row: dict) -> dict[str, str]:
-    """A CSV row with stripped text (cells beyond the header are dropped)."""
-    return {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
-
-
 def read_cohort_csv(path: Path) -> tuple[list[ReviewCase], list[str]]:
-    """The cases of a cohort CSV and its column names, checked (``ct`` required, unique ids)."""
+    """The cases of a cohort CSV and its column names, read and checked by the core's cohort
+    reader (``ct`` required; ``case_id`` optional: a case without one is named after its CT);
+    ids are made safe and must stay unique regardless of case."""
     from femurscreen.batch import safe_case_id
+    from femurscreen.io.cohort_csv import read_cohort_csv as read_cohort_table
 
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [_clean(r) for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(
-            f"cannot read the cohort CSV ({exc})", "save it as UTF-8 CSV", path
-        ) from None
-    if "ct" not in columns:
-        raise InputError(
-            f"the cohort CSV has no 'ct' column (columns: {', '.join(columns) or 'none'})",
-            "give a header line with 'ct' (CT paths, relative to the CSV) and optionally "
-            "'case_id' and 'mask'",
-            path,
-        )
-    if not rows:
-        raise InputError("the cohort CSV has no cases", "add one row per CT", path)
-    base = path.resolve().parent
+    table = read_cohort_table(path, ("ct",), case_id_required=False)
+    base = table.folder
     cases: list[ReviewCase] = []
     seen: dict[str, int] = {}
-    for number, row in enumerate(rows, start=2):
+    for number, row in enumerate(table.rows, start=2):
         if not row.get("ct"):
             raise InputError(f"line {number} has an empty 'ct' value", "fill in a CT path", path)
         ct = _resolve(row["ct"], base)
@@ -209,7 +190,7 @@ def read_cohort_csv(path: Path) -> tuple[list[ReviewCase], list[str]]:
         seen[case_id.lower()] = number
         mask = _resolve(row["mask"], base) if row.get("mask") else None
         cases.append(ReviewCase(case_id, ct, mask, row))
-    return cases, columns
+    return cases, list(table.columns)
 
 
 def read_cohort_folder(folder: Path, review_dir: Path) -> list[ReviewCase]:

@@ -69,11 +69,16 @@ def read_cohort_csv(
     required: Sequence[str] = (CASE_ID,),
     *,
     what: str = "cohort CSV",
+    case_id_required: bool = True,
 ) -> CohortTable:
     """Read and check a cohort CSV. ``required``: the columns this use needs (``case_id`` is
-    always required); ``what`` names the file in messages."""
+    required unless ``case_id_required=False``: then the column and its cells may be missing,
+    for a caller that names such a case itself, as the Slicer review does after its CT; the ids
+    given are still unique); ``what`` names the file in messages."""
     path = Path(path)
-    needed = [CASE_ID, *(c for c in required if c != CASE_ID)]
+    needed = [c for c in required if c != CASE_ID]
+    if case_id_required:
+        needed.insert(0, CASE_ID)
     if not path.is_file():
         raise InputError(f"{what} not found", "check the path", path=path)
     try:
@@ -107,14 +112,14 @@ def read_cohort_csv(
     ]
     if not rows:
         raise InputError(f"the {what} has no cases", "add one row per case", path=path)
-    blank = [str(n) for (n, _), row in zip(body, rows, strict=True) if not row[CASE_ID]]
-    if blank:
+    blank = [str(n) for (n, _), row in zip(body, rows, strict=True) if not row.get(CASE_ID)]
+    if blank and case_id_required:
         raise InputError(
             f"the {what} has rows without a case_id (line(s) {_short(blank)})",
             "give every row a case_id",
             path=path,
         )
-    counts = Counter(row[CASE_ID] for row in rows)
+    counts = Counter(row[CASE_ID] for row in rows if row.get(CASE_ID))
     repeated = sorted(case for case, n in counts.items() if n > 1)
     if repeated:
         raise InputError(
