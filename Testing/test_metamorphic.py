@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.evaluation.seg_metrics import dice
-from femurscreen.io.ctio import read_ct
+from femurscreen.io.ctio import read_ct  # noqa: F401  (scripts/look_joint.py: tm.read_ct)
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation import DEFAULT_ENGINE, segment
 
@@ -184,13 +184,14 @@ XFAIL: dict[str, str] = {
 # ------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def real_ct() -> sitk.Image:
-    return read_ct(REAL_CT)
+# ``real_ct`` and ``real_ct_classical_shared`` come from conftest.py (once per session)
 
 
 @pytest.fixture(scope="session")
-def base_labels(real_ct) -> np.ndarray:
+def base_labels(request: pytest.FixtureRequest, real_ct: sitk.Image) -> np.ndarray:
+    if DEFAULT_ENGINE == "classical":  # the session's shared segmentation of the CT as shipped
+        shared = request.getfixturevalue("real_ct_classical_shared")
+        return sitk.GetArrayFromImage(shared.labels)
     return sitk.GetArrayFromImage(segment(real_ct, engine=DEFAULT_ENGINE).labels)
 
 

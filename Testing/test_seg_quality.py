@@ -4,18 +4,10 @@ where both engines are right, low on the real sample CT where they disagree (fla
 
 from __future__ import annotations
 
-import pytest
-import SimpleITK as sitk
 from femurscreen.errors import ModelError
-from femurscreen.io.ctio import read_ct
 from femurscreen.segmentation import pipeline, segment
 from femurscreen.segmentation.flags import FLAG_HELP, blocks_grading
-from test_wrong_bone import REAL_CT, _phantom
-
-
-@pytest.fixture(scope="module")
-def real_ct() -> sitk.Image:
-    return read_ct(REAL_CT)
+from test_wrong_bone import _phantom
 
 
 def test_phantom_engines_agree():
@@ -40,8 +32,10 @@ def test_real_ct_disagreement_asks_for_review_but_still_grades(real_ct):
     assert "check the mask" in FLAG_HELP["review_segmentation"]
 
 
-def test_quality_is_opt_in_and_says_when_it_cannot_be_computed(real_ct, monkeypatch):
-    plain = segment(real_ct, engine="classical")
+def test_quality_is_opt_in_and_says_when_it_cannot_be_computed(
+    real_ct, real_ct_classical, monkeypatch
+):
+    plain = real_ct_classical
     assert all(s.quality is None and s.quality_method is None for s in plain.sides.values())
 
     real_get_engine = pipeline.get_engine

@@ -29,16 +29,6 @@ REAL_CT = SAMPLE / "totalseg_example_ct.nii.gz"
 REAL_DICOM = SAMPLE / "totalseg_example_ct_dicom"
 
 
-@pytest.fixture(scope="module")
-def real_ct() -> sitk.Image:
-    return read_ct(REAL_CT)
-
-
-@pytest.fixture(scope="module")
-def real_result(real_ct):
-    return segment(real_ct, engine="classical")
-
-
 def world_centroid_x(labels: sitk.Image, value: int) -> float:
     idx = np.argwhere(sitk.GetArrayViewFromImage(labels) == value)[:, ::-1]  # x, y, z index
     direction = np.array(labels.GetDirection()).reshape(3, 3)
@@ -58,15 +48,15 @@ def same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
 # ------------------------------------------------------------------------------ real CT
 
 
-def test_real_ct_both_sides_found_left_implant_right_graded(real_ct, real_result):
-    left, right = real_result.sides["left"], real_result.sides["right"]
+def test_real_ct_both_sides_found_left_implant_right_graded(real_ct, real_ct_classical):
+    left, right = real_ct_classical.sides["left"], real_ct_classical.sides["right"]
     assert left.status == "implant" and "implant" in left.flags
     # the scan ends near the intertrochanteric level: flagged, but still graded
     assert right.status == "ok"
     assert "truncated" not in right.flags
     assert 60.0 < right.volume_ml < 160.0  # head, neck and trochanters, cut by the FOV
     assert 60.0 < left.volume_ml < 180.0
-    labels = real_result.labels
+    labels = real_ct_classical.labels
     assert same_geometry(labels, real_ct)
     assert labels.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayViewFromImage(labels))) == {0, LEFT, RIGHT}
@@ -74,15 +64,15 @@ def test_real_ct_both_sides_found_left_implant_right_graded(real_ct, real_result
     assert world_centroid_x(labels, RIGHT) < 0.0 < world_centroid_x(labels, LEFT)
 
 
-def test_real_ct_implant_voxels_are_in_the_left_label(real_ct, real_result):
+def test_real_ct_implant_voxels_are_in_the_left_label(real_ct, real_ct_classical):
     ct = sitk.GetArrayViewFromImage(real_ct)
-    labels = sitk.GetArrayViewFromImage(real_result.labels)
+    labels = sitk.GetArrayViewFromImage(real_ct_classical.labels)
     metal = ct > 2000
     assert metal.sum() > 50
     assert (labels[metal] == LEFT).mean() > 0.9
 
 
-def test_flipped_file_gives_the_same_femurs(real_ct, real_result):
+def test_flipped_file_gives_the_same_femurs(real_ct, real_ct_classical):
     array = sitk.GetArrayFromImage(real_ct)[:, :, ::-1]  # flip x of the array ...
     flipped = sitk.GetImageFromArray(np.ascontiguousarray(array))
     flipped.SetSpacing(real_ct.GetSpacing())
@@ -92,7 +82,7 @@ def test_flipped_file_gives_the_same_femurs(real_ct, real_result):
     result = segment(flipped, engine="classical")
     assert world_centroid_x(result.labels, LEFT) > 0.0 > world_centroid_x(result.labels, RIGHT)
     back = sitk.GetArrayFromImage(result.labels)[:, :, ::-1]
-    base = sitk.GetArrayViewFromImage(real_result.labels)
+    base = sitk.GetArrayViewFromImage(real_ct_classical.labels)
     for value in (LEFT, RIGHT):
         assert dice(back == value, base == value) > 0.95
 
@@ -113,7 +103,7 @@ def _rotated(image: sitk.Image, degrees: float, axis=(0.0, 0.0, 1.0)) -> sitk.Im
     return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1024)
 
 
-def test_oblique_file_keeps_sides_and_shape(real_ct, real_result):
+def test_oblique_file_keeps_sides_and_shape(real_ct, real_ct_classical):
     oblique = _rotated(real_ct, 3.0)
     assert not np.allclose(oblique.GetDirection(), real_ct.GetDirection())
     result = segment(oblique, engine="classical")
@@ -121,7 +111,7 @@ def test_oblique_file_keeps_sides_and_shape(real_ct, real_result):
     back = sitk.GetArrayFromImage(
         sitk.Resample(result.labels, real_ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     )
-    base = sitk.GetArrayViewFromImage(real_result.labels)
+    base = sitk.GetArrayViewFromImage(real_ct_classical.labels)
     for value in (LEFT, RIGHT):
         assert dice(back == value, base == value) > 0.85
 

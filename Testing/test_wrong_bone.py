@@ -42,11 +42,6 @@ def assert_nothing_graded(statuses: dict[str, str]) -> None:
 # ------------------------------------------------------------------------------ real CT
 
 
-@pytest.fixture(scope="module")
-def real_ct() -> sitk.Image:
-    return read_ct(REAL_CT)
-
-
 def _ends_at(ct: sitk.Image, z_mm: float) -> sitk.Image:
     """The CT with every slice below world z removed (the scan then ends at ``z_mm``)."""
     z0, dz = ct.GetOrigin()[2], ct.GetSpacing()[2]
@@ -55,15 +50,14 @@ def _ends_at(ct: sitk.Image, z_mm: float) -> sitk.Image:
 
 
 @pytest.fixture(scope="module")
-def real_head_tops(real_ct) -> dict[str, float]:
-    result = segment(real_ct, engine="classical")
-    tops = {name: side.head_top_z for name, side in result.sides.items()}
+def real_head_tops(real_ct_classical_shared) -> dict[str, float]:
+    tops = {name: side.head_top_z for name, side in real_ct_classical_shared.sides.items()}
     assert all(t is not None for t in tops.values())
     return tops  # type: ignore[return-value]
 
 
-def test_real_ct_complete_right_graded_left_implant(real_ct):
-    result = segment(real_ct, engine="classical")
+def test_real_ct_complete_right_graded_left_implant(real_ct_classical):
+    result = real_ct_classical
     assert result.sides["right"].status == "ok"
     assert result.sides["left"].status == "implant"
     right = result.sides["right"].anatomy
