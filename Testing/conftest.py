@@ -63,3 +63,19 @@ def real_ct_classical(real_ct_classical_shared: SegmentationResult) -> Segmentat
     the slowest step several test files need); each test gets its own deep copy, so a test that
     edits flags or labels never changes what the next one sees."""
     return copy.deepcopy(real_ct_classical_shared)
+
+
+@pytest.fixture(scope="module")
+def core():
+    """Slicer's real application logic with the module logics registered (slicer-core), once
+    per test module; the Slicer-side test files skip themselves when slicer-core is absent."""
+    from slicer_harness import start_slicer_core
+
+    return start_slicer_core()
+
+
+@pytest.fixture
+def scene(core):
+    """A fresh MRML scene for one test."""
+    yield core.activate().scene
+    core.close()

@@ -35,7 +35,6 @@ from femurscreen.labels import CLASSES, LEFT, RIGHT, bone_status  # noqa: E402
 from femurscreen.phantom.cohort_writer import case_seed, sample_t_score  # noqa: E402
 from FemurScreenLib import review  # noqa: E402
 from FemurScreenLib.review import ReferenceExistsError, ReviewCohort, ReviewSession  # noqa: E402
-from slicer_harness import start_slicer_core  # noqa: E402
 
 SPACING = ("1.6", "1.6", "2.0")
 # 4 per class: with --folds 2 2, 3 per class pass train-classifier's count check but leave an
@@ -86,17 +85,6 @@ def _array(path: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def core():
-    return start_slicer_core()
-
-
-@pytest.fixture
-def scene(core):
-    yield core.activate().scene
-    core.close()
 
 
 def _phantom_cohort(out: Path, cases: int) -> Path:

@@ -37,17 +37,6 @@ from slicer_harness import start_slicer_core  # noqa: E402
 # ---------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def core():
-    return start_slicer_core()
-
-
-@pytest.fixture
-def scene(core):
-    yield core.activate().scene
-    core.close()
-
-
 def _load_volume(scene, path: Path, name: str = "ct"):
     """Read a file into a scalar volume node with Slicer's own reader."""
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
