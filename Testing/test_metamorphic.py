@@ -14,23 +14,14 @@ than 37 million; the crop is a metamorphic change of its own (less field of view
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from femurscreen.evaluation.seg_metrics import dice
-from femurscreen.io.ctio import read_ct  # noqa: F401  (scripts/look_joint.py: tm.read_ct)
 from femurscreen.labels import LEFT, RIGHT
 from femurscreen.segmentation import DEFAULT_ENGINE, segment
 
-REAL_CT = (
-    Path(__file__).resolve().parents[1]
-    / "FemurScreen"
-    / "Resources"
-    / "SampleData"
-    / "totalseg_example_ct.nii.gz"
-)
 HIPS_ABOVE_FLOOR_MM = 135.0  # the crop for fine resampling: scan floor to 90 mm above the heads
 
 pytestmark = pytest.mark.slow

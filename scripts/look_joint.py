@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     from femurscreen.segmentation import segment
 
     value = RIGHT if args.side == "right" else LEFT
-    ct = tm.read_ct(tm.REAL_CT)
+    from femurscreen.io.ctio import read_ct
+    from femurscreen.resources import resource_path
+
+    ct = read_ct(resource_path("SampleData", "totalseg_example_ct.nii.gz"))
     base = sitk.GetArrayFromImage(segment(ct, engine="classical").labels)
     rows = [("as shipped", base)]
     for name in args.variants:
