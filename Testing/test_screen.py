@@ -544,3 +544,22 @@ def test_report_of_a_scan_whose_calibration_is_refused(tmp_path: Path) -> None:
     assert html.escape(bmd["calibration"]["reason"], quote=True) in page
     assert re.search(r'class="bmd-figure"[^>]*src="data:image/png;base64,', page)
     assert "Femoral neck aBMD" not in page
+
+
+def test_kvp_option_reaches_the_density_of_a_nifti(tmp_path: Path) -> None:
+    """A NIfTI cannot tell its tube voltage: ``screen --kvp`` gives it to the calibration (and
+    the report's pictures); a value that is no tube voltage is refused before any work."""
+    phantom = (
+        Path(__file__).resolve().parents[1]
+        / "FemurScreen/Resources/SampleData/femurscreen_phantom_ct.nii.gz"
+    )
+    code, _out, err = _run_cli("screen", str(phantom), "--out", str(tmp_path / "bad"), "--kvp", "9")
+    assert code == 1 and "--kvp 9 is not a CT tube voltage" in err
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "case"
+    code, _out, err = _run_cli("screen", str(phantom), "--out", str(out), "--kvp", "100")
+    assert code == 0, err
+    calibration = json.loads((out / "result.json").read_text(encoding="utf-8"))["bmd"][
+        "calibration"
+    ]
+    assert calibration["kvp"] == 100.0 and "kvp_unknown" not in calibration["flags"]

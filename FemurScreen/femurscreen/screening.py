@@ -96,6 +96,7 @@ def screen(
     series_uid: str | None = None,
     report: bool = True,
     dicom: bool = False,
+    kvp: float | None = None,
 ) -> dict:
     """Screen one CT and write the result folder ``out_dir``; return the result dict.
 
@@ -106,12 +107,18 @@ def screen(
     ``case_id`` names the case in the files (default: an image fingerprint, see module doc).
     ``dicom=True`` (DICOM input only) adds SEG, SR and report capture in ``dicom/``; the
     result's ``dicom`` block names them (and the Study Instance UID with identifiers).
+    ``kvp``: the scan's tube voltage for the calibrated density, where the file cannot tell
+    (NIfTI); it replaces a DICOM header's.
     """
     ct_path = Path(ct_path)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     if dicom:
         check_dicom_input(ct_path)
+    if kvp is not None:
+        from femurscreen.bmd import check_kvp
+
+        check_kvp(kvp)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     with _stage("imports", timing):  # heavy libraries load on first use (once per process)
@@ -125,6 +132,10 @@ def screen(
     with _stage("read", timing):
         ct = read_ct(ct_path, series_uid=series_uid)
         label = case_id or fingerprint(ct)
+        if kvp is not None:
+            from femurscreen.bmd import set_kvp
+
+            set_kvp(ct, kvp)
         if dicom:  # a series that cannot carry a SEG/SR is refused now, not after grading
             from femurscreen.dicom.seg import check_series
             from femurscreen.dicom.series import read_series_headers

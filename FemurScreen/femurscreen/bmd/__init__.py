@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from femurscreen.bmd.calibration import KVP_TAG, Calibration, calibrate
 from femurscreen.bmd.projection import Projection, project_side
 from femurscreen.bmd.tscore import LABEL, REFERENCE_SOURCE, SEE_G_CM2, grade
+from femurscreen.errors import InputError
 from femurscreen.hu import METAL_IN_MASK_HU
 from femurscreen.labels import LEFT, RIGHT
 
@@ -27,7 +28,17 @@ METAL_HU = METAL_IN_MASK_HU  # its one home is femurscreen.hu (this name kept fo
 METAL_FRACTION = 0.001  # of the mask's voxels: a metal implant, not a bone to measure
 SIDE_VALUES = {"left": LEFT, "right": RIGHT}
 
-__all__ = ["BMD_VERSION", "Calibration", "Projection", "calibrate", "measure", "project_side"]
+__all__ = [
+    "BMD_VERSION",
+    "Calibration",
+    "Projection",
+    "calibrate",
+    "check_kvp",
+    "header_kvp",
+    "measure",
+    "project_side",
+    "set_kvp",
+]
 
 
 def _empty_side(status: str, reason: str, flags: list[str] | None = None) -> dict:
@@ -41,6 +52,22 @@ def _empty_side(status: str, reason: str, flags: list[str] | None = None) -> dic
         "who_class": None,
         "flags": list(flags or []),
     }
+
+
+def check_kvp(kvp: float | None, option: str = "--kvp") -> None:
+    """Refuse a value that is no CT tube voltage, before anything is computed."""
+    if kvp is not None and not 70.0 <= kvp <= 150.0:
+        raise InputError(
+            f"{option} {kvp:g} is not a CT tube voltage",
+            f"give the scan's kVp (70-150, e.g. 120), or leave {option} out",
+        )
+
+
+def set_kvp(ct: sitk.Image, kvp: float) -> None:
+    """Record a tube voltage the user gave on the image, where :func:`header_kvp` (and so every
+    later density step: grading, the report's pictures) reads it; it replaces the header's."""
+    check_kvp(kvp)
+    ct.SetMetaData(KVP_TAG, f"{kvp:g}")
 
 
 def header_kvp(ct: sitk.Image) -> float | None:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from femurscreen.atomic import check_output_file, write_text
-    from femurscreen.bmd import measure
+    from femurscreen.bmd import check_kvp, measure
     from femurscreen.errors import InputError, NoFemurError
     from femurscreen.io.ctio import read_ct
     from femurscreen.io.labelio import read_labels
@@ -47,11 +47,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json, (".json",), option="--json", what="JSON result")
     if args.png:
         check_output_file(args.png, (".png",), option="--png", what="picture")
-    if args.kvp is not None and not 70.0 <= args.kvp <= 150.0:
-        raise InputError(
-            f"--kvp {args.kvp:g} is not a CT tube voltage",
-            "give the scan's kVp (70-150, e.g. 120), or leave --kvp out",
-        )
+    check_kvp(args.kvp)
     ct = read_ct(args.ct)
     side_status = None
     if args.mask:

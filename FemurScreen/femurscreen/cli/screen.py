@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(segmentation), sr.dcm (measurement report), report.dcm (report capture), in the "
         "CT's study; they carry the source's patient module, the HTML report does not",
     )
+    parser.add_argument(
+        "--kvp",
+        type=float,
+        help="tube voltage of the scan for the calibrated density (default: the DICOM "
+        "header's, if any); a NIfTI file cannot tell it, and without it the density is less "
+        "certain (see README, Calibrated bone density)",
+    )
     parser.add_argument("--json", action="store_true", help="print result.json to stdout")
 
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         case_id=args.case_id,
         series_uid=args.series,
         dicom=args.dicom,
+        kvp=args.kvp,
     )
     if result.get("demo"):
         from femurscreen.output.report import demo_banner_for
