@@ -22,6 +22,7 @@ from femurscreen.bmd.tscore import LABEL, REFERENCE_SOURCE, SEE_G_CM2, grade
 from femurscreen.errors import InputError
 from femurscreen.hu import METAL_IN_MASK_HU
 from femurscreen.labels import LEFT, RIGHT
+from femurscreen.status import Status
 
 BMD_VERSION = "femurscreen-bmd-v2"
 METAL_HU = METAL_IN_MASK_HU  # its one home is femurscreen.hu (this name kept for readers)
@@ -115,16 +116,18 @@ def measure(
     projections = {}
     box = _label_box(lab)
     for side, value in SIDE_VALUES.items():
-        status = (side_status or {}).get(side, "ok")
-        if status != "ok":
+        status = (side_status or {}).get(side, Status.OK)
+        if status != Status.OK:
             out[side] = _empty_side(status, f"segmentation status {status}: not graded")
             continue
         if box is None or not (mask := lab[box] == value).any():
-            out[side] = _empty_side("not_found", "no label for this side")
+            out[side] = _empty_side(Status.NOT_FOUND, "no label for this side")
             continue
         values = hu[box][mask]
         if np.mean(values >= METAL_HU) > METAL_FRACTION:
-            out[side] = _empty_side("implant", "metal inside the femur: not graded", ["implant"])
+            out[side] = _empty_side(
+                Status.IMPLANT, "metal inside the femur: not graded", ["implant"]
+            )
             continue
         if not cal.ok:
             out[side] = _empty_side(f"calibration_{cal.status}", cal.reason, list(cal.flags))
@@ -136,7 +139,7 @@ def measure(
             continue
         graded = grade(proj.fn_abmd_g_cm2, proj.th_abmd_g_cm2, cal.density_sd_percent or 0.0)
         side_out = {
-            "status": "ok",
+            "status": Status.OK,
             "reason": "",
             "fn_abmd_g_cm2": None if proj.fn_abmd_g_cm2 is None else round(proj.fn_abmd_g_cm2, 4),
             "th_abmd_g_cm2": None if proj.th_abmd_g_cm2 is None else round(proj.th_abmd_g_cm2, 4),

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from femurscreen.errors import InputError, NoFemurError
     from femurscreen.io.ctio import read_ct
     from femurscreen.io.labelio import read_labels
+    from femurscreen.status import Status
 
     if args.json:
         check_output_file(args.json, (".json",), option="--json", what="JSON result")
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_text(args.json, text + "\n")
     print(format_result(result))
-    graded = [s for s in ("left", "right") if result[s]["status"] == "ok"]
+    graded = [s for s in ("left", "right") if result[s]["status"] == Status.OK]
     if not graded:
         cal = result["calibration"]
         why = cal["reason"] if cal["status"] != "ok" else "no side could be measured"
