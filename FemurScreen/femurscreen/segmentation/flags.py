@@ -59,7 +59,7 @@ class Flag:
     code: str
     words: str
     status: Status | None = None
-    source: str = "segmentation"  # "segmentation", "guard" (wrong-bone guard) or "grading"
+    source: str = "segmentation"  # "segmentation", "guard" (wrong-bone guard), "grading", "density"
 
     @property
     def blocks_grading(self) -> bool:
@@ -106,6 +106,31 @@ _TABLE: tuple[Flag, ...] = (
         "outside the training data: probabilities unreliable",
         None,
         "grading",
+    ),
+    # the calibrated density's own flags (femurscreen.bmd): informative for the classifier
+    Flag(
+        "class_uncertain",
+        "CT-derived T-score within its uncertainty of a WHO class limit",
+        None,
+        "density",
+    ),
+    Flag(
+        "shaft_axis_assumed",
+        "too little femoral shaft in view: the DXA pose assumes a vertical shaft",
+        None,
+        "density",
+    ),
+    Flag(
+        "contrast",
+        "contrast-enhanced scan: bone density not reported (contrast raises bone HU)",
+        None,
+        "density",
+    ),
+    Flag(
+        "kvp_unknown",
+        "tube voltage unknown: the density's calibration is less certain (give --kvp)",
+        None,
+        "density",
     ),
 )
 
