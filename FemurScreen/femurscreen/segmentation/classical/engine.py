@@ -8,7 +8,7 @@ Pipeline (each step in its own module):
    but not finer than 1.2 mm), a filled bone mask, and a seeded watershed that splits femur
    from pelvis at the joint. The crop has one voxel more on every side; where that layer or
    the crop's inside lies beyond the scan (an image edge, the padding of an oblique grid), it
-   walls the marrow cut by the field of view instead of draining it (``beyond_scan``).
+   walls the marrow cut by the field of view instead of draining it (``scan_crop``).
 4. The soft mask is mapped back onto the CT's own voxel grid (any direction matrix).
 
 The shared post-processing (largest component, holes, anatomical cut) and the flags run after
@@ -30,6 +30,7 @@ from femurscreen.segmentation.classical.grid import (
     Grid,
     lattice_grid,
     paste_into,
+    region_under,
     resample,
     world_bounds,
     world_spacing,
@@ -88,9 +89,30 @@ def has_neck(
     return abs(edge - wanted) > float(grid.spacing[0])  # the image's side cut the crop
 
 
-def beyond_scan(image: sitk.Image, grid: Grid, array: np.ndarray) -> np.ndarray | None:
-    """Voxels of a crop (``array`` on ``grid``) that show no patient: outside the image's grid,
-    or padding. None when there are none.
+def padding_of(values: np.ndarray) -> np.ndarray | None:
+    """The padding among an image's voxels (see ``scan_crop``), or None when there is none."""
+    flat = ndi.maximum_filter(values, size=3) - ndi.minimum_filter(values, size=3) < 0.5
+    core = (values <= PADDING_HU) & flat
+    if not core.any():
+        return None
+    return ndi.binary_dilation(core, iterations=2, mask=values < RIM_HU)
+
+
+def clear_padding(image: sitk.Image, grid: Grid, labels: np.ndarray, label: int) -> None:
+    """Remove ``label`` from the image's padding voxels under the crop ``grid`` (in place)."""
+    sub = region_under(image, grid)
+    padding = padding_of(sitk.GetArrayFromImage(sub).astype(np.float32))
+    if padding is None:
+        return
+    x, y, z = image.TransformPhysicalPointToIndex(sub.GetOrigin())
+    nz, ny, nx = padding.shape
+    view = labels[z : z + nz, y : y + ny, x : x + nx]
+    view[padding & (view == label)] = 0
+
+
+def scan_crop(image: sitk.Image, grid: Grid) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image's values on a crop ``grid``, and the crop voxels that show no patient: outside
+    the image's grid, or padding (None when there are none).
 
     An axis-aligned CT's field of view is the crop's own border; an oblique or tilted one's
     edge cuts through the crop, and its corners are padded with air. Hole filling must see that
@@ -99,16 +121,36 @@ def beyond_scan(image: sitk.Image, grid: Grid, array: np.ndarray) -> np.ndarray 
     one value (``PADDING_HU`` or below) over whole blocks of voxels; the streaks beside metal
     are as dark but never flat, and taking them for padding cut them out of the femur. The
     interpolated rim between padding and the patient (darker than ``RIM_HU``) counts too.
+
+    Padding is found on the image's own voxels, and the crop is interpolated from the patient's
+    voxels only (normalised interpolation: the weights of padding voxels are dropped and the
+    rest renormalised). Plain interpolation would mix the padding's -1024 HU into the voxels
+    along the field of view's edge, so that bone in the last slice of an oblique scan turned
+    into soft tissue there (oblique grid, left femur: 86 of 263 voxels of the lowest slice
+    lost). A crop voxel is beyond the scan when it lies nearer padding than patient (the
+    patient's weight below a half). On an axis-aligned grid this is the same as before.
     """
     ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(image)
     inside = resample(ones, grid, interpolator=sitk.sitkNearestNeighbor, default=0.0) > 0.5
-    flat = ndi.maximum_filter(array, size=3) - ndi.minimum_filter(array, size=3) < 0.5
-    core = inside & (array <= PADDING_HU) & flat
-    beyond = ~inside
-    if core.any():
-        beyond |= ndi.binary_dilation(core, iterations=2, mask=inside & (array < RIM_HU))
-    return beyond if beyond.any() else None
+    sub = region_under(image, grid)
+    values = sitk.GetArrayFromImage(sub).astype(np.float32)
+    padding = padding_of(values)
+    if padding is None:
+        crop = resample(image, grid)
+        beyond = ~inside
+        return crop, (beyond if beyond.any() else None)
+    weight = sitk.GetImageFromArray((~padding).astype(np.float32))
+    weight.CopyInformation(sub)
+    patient = sitk.GetImageFromArray(np.where(padding, 0.0, values).astype(np.float32))
+    patient.CopyInformation(sub)
+    total = resample(patient, grid, default=0.0)
+    share = resample(weight, grid, default=0.0)
+    crop = np.where(
+        share > 1e-3, total / np.maximum(share, 1e-3), np.float32(PADDING_HU - 4.0)
+    ).astype(np.float32)
+    beyond = ~inside | (share < 0.5)
+    return crop, (beyond if beyond.any() else None)
 
 
 class ClassicalEngine:
@@ -140,14 +182,21 @@ class ClassicalEngine:
             # one voxel more on every side: where the crop ends at the scan's edge, that layer
             # lies beyond it and walls the marrow cut by the field of view
             padded = grid.grown(1)
-            crop = resample(image, padded)
-            femur = segment_femur(crop, padded, head, beyond_scan(image, padded, crop))
+            crop, outside = scan_crop(image, padded)
+            femur = segment_femur(crop, padded, head, outside)
+            if outside is not None:
+                # one voxel layer past the field of view's edge, so that mapping the mask onto
+                # the image's own (oblique) voxels does not erode it there; the image's padding
+                # voxels are cleared again after pasting
+                femur |= ndi.binary_dilation(femur, mask=outside)
             femur = np.ascontiguousarray(femur[1:-1, 1:-1, 1:-1])
             if not has_neck(femur, grid, head, box):
                 log.debug("head %d rejected: no neck reaches out from it", label)
                 femur[:] = False
             if femur.any():
                 paste_into(image, femur.astype(np.float32), grid, label=label, out=labels)
+                if outside is not None:
+                    clear_padding(image, padded, labels, label)
         self.heads = {k: h for k, h in self.heads.items() if (labels == k).any()}
         t2 = time.perf_counter()
         self.timing_s = {"locate": t1 - t0, "segment": t2 - t1}

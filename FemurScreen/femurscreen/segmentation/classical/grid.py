@@ -73,7 +73,7 @@ def resample(
     Only the part of the image under the grid (plus a margin) is touched, so sampling a small
     crop of a 512 x 512 x 300 CT costs little.
     """
-    image = _region_under(image, grid)
+    image = region_under(image, grid)
     image = _antialias(image, min(grid.spacing))
     out = sitk.Resample(
         image, grid.reference(), sitk.Transform(), interpolator, float(default), sitk.sitkFloat32
@@ -81,7 +81,7 @@ def resample(
     return sitk.GetArrayFromImage(out).astype(np.float32, copy=False)
 
 
-def _region_under(image: sitk.Image, grid: Grid, margin: int = 3) -> sitk.Image:
+def region_under(image: sitk.Image, grid: Grid, margin: int = 3) -> sitk.Image:
     """The sub-image (index box) that covers the grid's world box."""
     corners = np.array(
         [grid.array_to_world(np.array(c) * (np.array(grid.shape) - 1)) for c in np.ndindex(2, 2, 2)]
