@@ -77,7 +77,9 @@ def side_lines(side: str, info: dict, bmd_side: dict) -> list[str]:
         )
     flags = info.get("flags") or []
     if flags:
-        lines.append("Flags: " + ", ".join(str(f) for f in flags))
+        from femurscreen.grading import flag_help
+
+        lines.append("Flags: " + "; ".join(flag_help(f) for f in flags))
     return lines
 
 
