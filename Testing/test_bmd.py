@@ -6,19 +6,17 @@ Phantoms are rendered at 3 mm (fast) with density truth from their own analytic 
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from cli_runner import run_cli
 from femurscreen.bmd import measure
 from femurscreen.bmd.attenuation import mineral_hu_per_mg_cm3, tissue_hu
 from femurscreen.bmd.calibration import TISSUE_SD_HU, calibrate
 from femurscreen.bmd.tscore import REFERENCE, grade, t_score
-from femurscreen.cli import main as cli_main
 from femurscreen.phantom import PhantomOptions, make_case, prepare
 from femurscreen.phantom.anatomy import SIDE_SIGN
 from femurscreen.phantom.scanner import MG_K2HPO4_PER_HU, Scanner
@@ -34,13 +32,6 @@ def pair():
     for name, scanner in (("identity", Scanner()), ("shifted", SHIFTED)):
         out[name] = make_case(21, -1.8, PhantomOptions(spacing=SPACING, scanner=scanner))
     return out
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = cli_main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_scanner_changes_hu_but_not_the_truth(pair):

@@ -13,8 +13,6 @@ the QuantitativeReporting extension), so that check needs a full Slicer.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -25,7 +23,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from femurscreen.cli import main
+from cli_runner import run_cli
 from femurscreen.dicom.export import write_dicom_outputs
 from femurscreen.dicom.seg import build_segmentation, check_series
 from femurscreen.dicom.series import SeriesOptions, read_series_headers, write_ct_series
@@ -42,13 +40,6 @@ PATIENT = {
 SEGIMAGE2ITKIMAGE = Path(sys.executable).with_name("segimage2itkimage")
 DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
 SIDE_VALUE = {"Left proximal femur": LEFT, "Right proximal femur": RIGHT}
-
-
-def _run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +59,7 @@ def series_dir(tmp_path_factory: pytest.TempPathFactory, real_ct: sitk.Image) ->
 def screened(tmp_path_factory: pytest.TempPathFactory, series_dir: Path) -> dict:
     """``femurscreen screen SERIES --out OUT --dicom``, once for the module."""
     out = tmp_path_factory.mktemp("screen-dicom") / "case"
-    code, stdout, stderr = _run_cli("screen", str(series_dir), "--out", str(out), "--dicom")
+    code, stdout, stderr = run_cli("screen", str(series_dir), "--out", str(out), "--dicom")
     assert code == 0, stderr
     result = json.loads((out / "result.json").read_text(encoding="utf-8"))
     labels = sitk.ReadImage(str(out / "femur.nii.gz"))
@@ -418,7 +409,7 @@ def test_tilted_or_gapped_series_is_refused(
     with pytest.raises(InputError, match=words):
         build_segmentation(screened["labels"], read_series_headers(folder))
     out = tmp_path / "out"
-    code, _, stderr = _run_cli("screen", str(folder), "--out", str(out), "--dicom")
+    code, _, stderr = run_cli("screen", str(folder), "--out", str(out), "--dicom")
     assert code == 1
     assert ("tilt" if "tilt" in words else "spacing") in stderr
     assert not out.exists()
@@ -431,7 +422,7 @@ def test_series_without_uids_or_on_another_grid_is_refused(
     with pytest.raises(InputError, match="no SOPInstanceUID"):
         check_series(read_series_headers(real_dicom_dir))
     out = tmp_path / "screened"
-    code, _, stderr = _run_cli("screen", str(real_dicom_dir), "--out", str(out), "--dicom")
+    code, _, stderr = run_cli("screen", str(real_dicom_dir), "--out", str(out), "--dicom")
     assert code == 1 and "have no SOPInstanceUID" in stderr  # before segmenting, not after
     assert not out.exists()
     # A label map that is not on the series' voxel grid (here: shifted half a voxel).
@@ -447,7 +438,7 @@ def test_dicom_flag_on_a_nifti_is_refused_writing_nothing(
     real_ct_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    code, _, stderr = _run_cli("screen", str(real_ct_path), "--out", str(out), "--dicom")
+    code, _, stderr = run_cli("screen", str(real_ct_path), "--out", str(out), "--dicom")
     assert code == 1
     assert "is not a DICOM series" in stderr and "leave out --dicom" in stderr
     assert not out.exists()

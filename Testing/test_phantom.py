@@ -8,16 +8,14 @@ determinism and the command line's contract.
 from __future__ import annotations
 
 import csv
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from femurscreen.cli import main as cli_main
+from cli_runner import run_cli
 from femurscreen.cli import phantom as phantom_cli
 from femurscreen.labels import LEFT, RIGHT, bone_status
 from femurscreen.phantom import (
@@ -334,16 +332,6 @@ def test_truncated_field_of_view_cuts_one_femur(tmp_path):
     assert info["truncated_side"] == "left"
     assert touches_border(LEFT)
     assert not touches_border(RIGHT)
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = cli_main(list(argv))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_help_and_choices_match_the_library():

@@ -3,8 +3,6 @@ all-or-nothing output folders."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import shutil
@@ -13,26 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from cli_runner import run_cli
 from femurscreen import screening
-from femurscreen.cli import main
 from femurscreen.errors import NoFemurError
 from femurscreen.io.segfile import read_seg_nrrd, terminology_entry, write_seg_nrrd
 from femurscreen.labels import SIDE_COLORS
 from femurscreen.output.report import DEMO_BANNER, render_html
 
 
-def _run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_ct_path: Path) -> dict:
     """``femurscreen screen`` on the real sample CT, once for the module."""
     out = tmp_path_factory.mktemp("screen") / "case"
-    code, stdout, stderr = _run_cli("screen", str(real_ct_path), "--out", str(out))
+    code, stdout, stderr = run_cli("screen", str(real_ct_path), "--out", str(out))
     return {"code": code, "stdout": stdout, "stderr": stderr, "out": out}
 
 
@@ -112,7 +103,7 @@ def test_report_contents_and_no_identifiers(real_run: dict, real_ct_path: Path) 
 
 def test_dicom_without_femur_fails_cleanly(tmp_path: Path, real_dicom_dir: Path) -> None:
     out = tmp_path / "results" / "case"
-    code, stdout, stderr = _run_cli("screen", str(real_dicom_dir), "--out", str(out))
+    code, stdout, stderr = run_cli("screen", str(real_dicom_dir), "--out", str(out))
     assert code != 0
     assert "no proximal femur" in stderr.lower()
     assert "Traceback" not in stderr
@@ -362,7 +353,7 @@ def test_no_gradable_side_exits_nonzero_and_explains(tmp_path: Path) -> None:
     ct, _, _ = make_case(11, -2.0, options)
     sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"), True)
     out = tmp_path / "out"
-    code, stdout, stderr = _run_cli("screen", str(tmp_path / "ct.nii.gz"), "--out", str(out))
+    code, stdout, stderr = run_cli("screen", str(tmp_path / "ct.nii.gz"), "--out", str(out))
     assert code == 1
     assert "no side could be graded" in stderr
     result = json.loads((out / "result.json").read_text(encoding="utf-8"))
@@ -407,7 +398,7 @@ def test_dicom_input_with_identifiers(tmp_path: Path, real_ct_path: Path) -> Non
     series = tmp_path / "dicom"
     _write_dicom_series(sitk.ReadImage(str(real_ct_path)), series, tags)
     out = tmp_path / "out"
-    code, stdout, stderr = _run_cli(
+    code, stdout, stderr = run_cli(
         "screen", str(series), "--out", str(out), "--include-identifiers", "--json"
     )
     assert code == 0, stderr
@@ -553,11 +544,11 @@ def test_kvp_option_reaches_the_density_of_a_nifti(tmp_path: Path) -> None:
         Path(__file__).resolve().parents[1]
         / "FemurScreen/Resources/SampleData/femurscreen_phantom_ct.nii.gz"
     )
-    code, _out, err = _run_cli("screen", str(phantom), "--out", str(tmp_path / "bad"), "--kvp", "9")
+    code, _out, err = run_cli("screen", str(phantom), "--out", str(tmp_path / "bad"), "--kvp", "9")
     assert code == 1 and "--kvp 9 is not a CT tube voltage" in err
     assert not (tmp_path / "bad").exists()
     out = tmp_path / "case"
-    code, _out, err = _run_cli("screen", str(phantom), "--out", str(out), "--kvp", "100")
+    code, _out, err = run_cli("screen", str(phantom), "--out", str(out), "--kvp", "100")
     assert code == 0, err
     calibration = json.loads((out / "result.json").read_text(encoding="utf-8"))["bmd"][
         "calibration"
