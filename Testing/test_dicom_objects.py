@@ -69,7 +69,7 @@ def screened(tmp_path_factory: pytest.TempPathFactory, series_dir: Path) -> dict
 def _dcmqi_labels(seg_path: Path, work: Path) -> tuple[sitk.Image, dict]:
     """dcmqi's reading of a SEG: one merged label image (values mapped to ours) and meta.json."""
     if not SEGIMAGE2ITKIMAGE.exists():
-        pytest.skip("dcmqi (segimage2itkimage) is not installed in this environment")
+        pytest.fail("dcmqi (segimage2itkimage) is missing: make venv installs it (pip dcmqi)")
     work.mkdir(parents=True, exist_ok=True)
     run = subprocess.run(
         [str(SEGIMAGE2ITKIMAGE), "--inputDICOM", str(seg_path), "--outputDirectory", str(work)]
@@ -186,7 +186,7 @@ def test_seg_references_the_source_frames(screened: dict, series_dir: Path) -> N
 @pytest.mark.parametrize("name", ["seg.dcm", "sr.dcm", "report.dcm"])
 def test_dciodvfy_finds_no_errors(screened: dict, name: str) -> None:
     if not Path(DCIODVFY).exists():
-        pytest.skip("dicom3tools' dciodvfy is not installed (apt-get install dicom3tools)")
+        pytest.fail("dicom3tools' dciodvfy is missing: run make system-deps")
     run = subprocess.run(
         [DCIODVFY, str(screened["out"] / "dicom" / name)],
         capture_output=True,
@@ -274,7 +274,7 @@ def test_sr_read_by_dcmqi_tid1500reader(screened: dict, tmp_path: Path) -> None:
     their segments and the measurements."""
     reader = SEGIMAGE2ITKIMAGE.with_name("tid1500reader")
     if not reader.exists():
-        pytest.skip("dcmqi (tid1500reader) is not installed in this environment")
+        pytest.fail("dcmqi (tid1500reader) is missing: make venv installs it (pip dcmqi)")
     out = tmp_path / "sr.json"
     run = subprocess.run(
         [str(reader), "--inputDICOM", str(screened["out"] / "dicom" / "sr.dcm")]
