@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,9 @@ class Grading:
     rows: list[dict]  # feature rows, one per side that was extracted
     predictions: dict[str, dict]  # classifier output per side that was classified
     result: dict  # the result.json dictionary
+    # the density's projection images per side (bmd.Projection, not JSON), for the report's
+    # picture, so that the report does not measure the density a second time
+    bmd_projections: dict[str, Any] = field(default_factory=dict)
 
 
 def sides_to_grade(sides: Mapping[str, Any]) -> tuple[str, ...]:
@@ -129,6 +132,7 @@ def grade(
         predictions=predictions,
         model=model,
     )
+    projections: dict[str, Any] = {}
     if bmd:
         report("bmd", 0.95)
         with stage("bmd", timing):
@@ -138,10 +142,12 @@ def grade(
                 ct,
                 labels,
                 side_status={n: str(s.status) for n, s in sides.items() if s is not None},
+                keep_images=True,
             )
+            projections = result["bmd"].pop("_projections", {})
         add_bmd_columns(rows, result["bmd"])
     report("done", 1.0)
-    return Grading(rows=rows, predictions=predictions, result=result)
+    return Grading(rows=rows, predictions=predictions, result=result, bmd_projections=projections)
 
 
 def bmd_numbers(block: Mapping[str, Any] | None) -> dict[str, Any]:

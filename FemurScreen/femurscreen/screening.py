@@ -190,7 +190,13 @@ def screen(
 
             with _stage("report", timing):
                 result["timing_s"] = dict(timing)
-                write_report(result, ct, seg.labels, tmp / "report.html")
+                write_report(
+                    result,
+                    ct,
+                    seg.labels,
+                    tmp / "report.html",
+                    bmd_projections=grading.bmd_projections,
+                )
         timing["total"] = round(time.perf_counter() - started, 3)
         result["timing_s"] = dict(timing)
         # result.json last: only a folder that holds it is a finished result.

@@ -29,7 +29,9 @@ import base64
 import html
 import io
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -69,10 +71,14 @@ def write_report(
     ct: sitk.Image,
     labels: sitk.Image,
     path: str | Path,
+    *,
+    bmd_projections: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Render ``result`` (from :func:`femurscreen.screening.screen`) to a self-contained HTML."""
+    """Render ``result`` (from :func:`femurscreen.screening.screen`) to a self-contained HTML.
+    ``bmd_projections``: the grading's density projections (``Grading.bmd_projections``), so the
+    density picture is drawn without measuring again."""
     pictures = render_pictures(ct, labels, result)
-    density = density_picture(ct, labels, result)
+    density = density_picture(ct, labels, result, bmd_projections)
     if density:
         pictures["bmd"] = density
     return write_text(path, render_html(result, pictures))
@@ -122,27 +128,37 @@ def render_pictures(ct: sitk.Image, labels: sitk.Image, result: dict) -> dict[st
     return pictures
 
 
-def density_picture(ct: sitk.Image, labels: sitk.Image, result: dict) -> str | None:
+def density_picture(
+    ct: sitk.Image,
+    labels: sitk.Image,
+    result: dict,
+    projections: Mapping[str, Any] | None = None,
+) -> str | None:
     """The density read as a base64 PNG (``bmd.figure``: calibration line, each side's
     projection with the neck box and total-hip region); None when ``result`` has no bmd block.
 
-    The projections are images, not JSON, so they are measured again here with the statuses the
-    grading used (the same deterministic call, so the same numbers as ``result["bmd"]``).
+    The projections are images, not JSON: the grading's are used when given; otherwise (a
+    result read back from JSON) they are measured again with the statuses the grading used (the
+    same deterministic call, so the same numbers as ``result["bmd"]``).
     """
     if not result.get("bmd"):
         return None
-    from femurscreen.bmd import measure
     from femurscreen.bmd.figure import save_figure
 
-    side_status = {}
-    for side in SIDES:
-        status = (result.get(side) or {}).get("status") or Status.NOT_FOUND
-        # "error" comes from features/classification after a side was segmented "ok"
-        side_status[side] = Status.OK if status == Status.ERROR else str(status)
-    block = measure(ct, labels, side_status=side_status, keep_images=True)
-    projections = block.pop("_projections", {})
+    if projections is not None:
+        block, images = result["bmd"], dict(projections)
+    else:
+        from femurscreen.bmd import measure
+
+        side_status = {}
+        for side in SIDES:
+            status = (result.get(side) or {}).get("status") or Status.NOT_FOUND
+            # "error" comes from features/classification after a side was segmented "ok"
+            side_status[side] = Status.OK if status == Status.ERROR else str(status)
+        block = measure(ct, labels, side_status=side_status, keep_images=True)
+        images = block.pop("_projections", {})
     with tempfile.TemporaryDirectory(prefix="femurscreen-bmd-") as folder:
-        png = save_figure(block, projections, Path(folder) / "bmd.png")
+        png = save_figure(block, images, Path(folder) / "bmd.png")
         return base64.b64encode(png.read_bytes()).decode("ascii")
 
 
