@@ -56,6 +56,10 @@ from femurscreen.status import Status
 from femurscreen.values import json_safe
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pydicom.dataset import Dataset
+
     from femurscreen.classifier import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -140,7 +144,8 @@ def screen(
             from femurscreen.dicom.seg import check_series
             from femurscreen.dicom.series import read_series_headers
 
-            check_series(read_series_headers(ct_path, series_uid))
+            headers = read_series_headers(ct_path, series_uid)  # read once: checked, then cited
+            check_series(headers)
     with _stage("load_model", timing):
         if isinstance(model_dir, LoadedModel):
             model = model_dir  # already loaded and verified (batch workers keep one)
@@ -178,7 +183,7 @@ def screen(
     with atomic_dir(out_dir, owned=(*FILES, DICOM_DIR)) as tmp:  # no old file outlives a rerun
         if dicom:  # first: a series that cannot carry a SEG is refused before anything is kept
             with _stage("dicom", timing):
-                result["dicom"] = write_dicom(result, ct, seg.labels, ct_path, series_uid, tmp)
+                result["dicom"] = write_dicom(result, ct, seg.labels, headers, tmp)
                 if not include_identifiers:
                     result["dicom"].pop("study_instance_uid", None)
         with _stage("write", timing):
@@ -237,20 +242,15 @@ def write_dicom(
     result: dict,
     ct: sitk.Image,
     labels: sitk.Image,
-    ct_path: Path,
-    series_uid: str | None,
+    headers: Sequence[Dataset],
     folder: Path,
 ) -> dict:
-    """SEG, SR and report capture into ``folder/dicom``; the result's ``dicom`` block."""
-    import pydicom
-
+    """SEG, SR and report capture into ``folder/dicom`` from the source series' ``headers``
+    (read once, when the series was checked); the result's ``dicom`` block."""
     from femurscreen.dicom.export import dicom_block, write_dicom_outputs
 
-    paths = write_dicom_outputs(
-        result, labels, ct_path, folder / DICOM_DIR, series_uid=series_uid, ct=ct
-    )
-    study = pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
-    return dicom_block(DICOM_DIR, str(study))
+    write_dicom_outputs(result, labels, headers, folder / DICOM_DIR, ct=ct)
+    return dicom_block(DICOM_DIR, str(headers[0].StudyInstanceUID))
 
 
 def read_identifiers(ct_path: str | Path, series_uid: str | None = None) -> dict:
