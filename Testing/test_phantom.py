@@ -496,3 +496,126 @@ def test_cli_scanner_option_draws_a_scanner_per_case(tmp_path: Path) -> None:
         results["random"][0].startswith("scale=") and results["random"][0] != results["identity"][0]
     )
     assert not np.array_equal(results["identity"][1], results["random"][1])
+
+
+# --------------------------------------------------------------------------------------
+# training-only options: hard hip joints and tissue maps (VB-Net appearance randomisation)
+
+
+def test_training_options_leave_default_phantoms_unchanged(tmp_path):
+    """--tissues adds a file and changes no voxel; joint="normal" is the default. (Checked
+    once more by hand against the committed renderer: same bytes, see the VB-Net notes.)"""
+    from femurscreen.phantom.case import make_case_tissues
+
+    opts = PhantomOptions(spacing=(3.0, 3.0, 3.0))
+    ct, mask, info = make_case(7, -1.7, opts)
+    ct2, mask2, tissue, info2 = make_case_tissues(
+        7, -1.7, PhantomOptions(spacing=(3.0,) * 3, tissues=True)
+    )
+    ct3, _, none, _ = make_case_tissues(7, -1.7, PhantomOptions(spacing=(3.0,) * 3, joint="normal"))
+    for a, b in ((ct, ct2), (mask, mask2), (ct, ct3)):
+        assert sitk.GetArrayViewFromImage(a).tobytes() == sitk.GetArrayViewFromImage(b).tobytes()
+    assert none is None and tissue is not None and "joint" not in info
+    info.pop("render_seconds"), info2.pop("render_seconds")
+    assert info == info2
+    # a default cohort's record says nothing about the training-only options
+    path = make_cohort(tmp_path, 1, 7, options=opts, workers=1, progress=lambda line: None)
+    record = json.loads((path.parent / "phantoms.json").read_text(encoding="utf-8"))
+    assert "joint" not in record["options"] and "tissues" not in record["options"]
+    with path.open(newline="") as handle:
+        assert "tissue" not in next(csv.reader(handle))
+    with pytest.raises(ValueError, match="joint"):
+        PhantomOptions(joint="soft")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_hard_joint_gap_is_0_to_4_mm_and_the_femur_is_the_same(seed):
+    """Hard joints redraw only the joint space (0-4 mm, the cup may touch the head): the patient
+    and the femur stay those of the default case of the seed."""
+    normal, _ = prepare(seed, -1.0, PhantomOptions())
+    hard, _ = prepare(seed, -1.0, PhantomOptions(joint="hard"))
+    assert hard.hard_joint and not normal.hard_joint
+    pelvis = pelvis_distance(hard)
+    dirs = np.random.default_rng(0).normal(size=(4000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    for side, f in hard.femurs.items():
+        assert np.allclose(f.head_center, normal.femurs[side].head_center)
+        gap = hard.pelvis.acetabula[side].gap
+        assert 0.0 <= gap <= 4.0
+        surface = f.head_center + f.head_radius * dirs
+        assert float(pelvis(*surface.T).min()) == pytest.approx(gap, abs=0.05), side
+
+
+def test_hard_joint_gaps_reach_below_the_default_clearance():
+    gaps = [
+        prepare(seed, -1.0, PhantomOptions(joint="hard"))[0].pelvis.acetabula[side].gap
+        for seed in range(20)
+        for side in ("left", "right")
+    ]
+    assert min(gaps) < 0.5 and max(gaps) > 3.0  # the default draws 1.6-3.9 mm
+
+
+def test_hard_joint_renders_a_dense_roof_and_a_thin_head_cortex(tmp_path):
+    """At 1 mm around one head, noise-free: the acetabular roof right above the head is denser
+    than in the default case of the seed, and the head's subchondral shell, where no cup covers
+    it, is dimmer (what makes real joints hard to cut)."""
+    seed, t = 4, -1.0
+    anatomy, _ = prepare(seed, t, PhantomOptions())
+    f = anatomy.femurs["right"]
+    c = anatomy.to_world(f.head_center)
+    r = f.head_radius + 14.0
+    fov = (tuple(c - r), tuple(c + r))
+    dirs = np.random.default_rng(1).normal(size=(3000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    values = {}
+    for joint in ("normal", "hard"):
+        opts = PhantomOptions(spacing=(1.0, 1.0, 1.0), fov=fov, joint=joint, noise=False)
+        a, _ = prepare(seed, t, opts)
+        ct, _, _ = make_case(seed, t, opts)
+        hu = sitk.GetArrayFromImage(ct).astype(float)
+        fa = a.femurs["right"]
+        gap = a.pelvis.acetabula["right"].gap
+        free = pelvis_distance(a)(*(fa.head_center + fa.head_radius * dirs).T) > 6.0
+        assert free.sum() > 300  # the uncovered part of the head
+
+        def median_at(radius: float, sel: np.ndarray, fa=fa, a=a, ct=ct, hu=hu) -> float:
+            pw = (fa.head_center + radius * sel) @ a.skeleton_rotation.T + a.shift
+            ci = np.array([ct.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in pw])
+            return float(np.median(ndimage.map_coordinates(hu, ci[:, ::-1].T, order=1)))
+
+        values[joint] = (
+            median_at(fa.head_radius + gap + 2.0, dirs[dirs[:, 2] > 0.8]),  # roof above the head
+            median_at(fa.head_radius - 1.0, dirs[free]),  # subchondral shell of the head
+        )
+    assert values["hard"][0] > values["normal"][0] + 100.0, values  # sourcil: dense roof
+    assert values["hard"][1] < values["normal"][1] - 40.0, values  # thinner head cortex
+
+
+def test_tissue_map_labels_each_structure(tmp_path):
+    """The tissue map (what train-seg's appearance randomisation redraws) agrees with the CT
+    and the femur label: femur voxels are femur tissue, pelvis and spine have their own."""
+    from femurscreen.phantom.case import make_case_tissues
+    from femurscreen.phantom.voxelize import TISSUES
+
+    out = tmp_path / "c"
+    args = ["phantom", str(out), "--cases", "1", "--seed", "5", "--spacing", "3", "3", "3"]
+    code, _, err = run_cli(*args, "--joint", "hard", "--tissues", "--implant-fraction", "1")
+    assert code == 0, err
+    row = read_cohort(out / "cohort.csv")[0]
+    with (out / "cohort.csv").open(newline="") as handle:
+        assert next(csv.DictReader(handle))["tissue"] == f"{row['case_id']}/tissue.nii.gz"
+    assert json.loads((out / "phantoms.json").read_text())["options"]["joint"] == "hard"
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / row["ct"])))
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / row["mask"])))
+    tis = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case_0000" / "tissue.nii.gz")))
+    assert tis.shape == ct.shape and set(np.unique(tis)) <= set(TISSUES.values())
+    femur = np.isin(tis, [TISSUES["femur_cortex"], TISSUES["femur_trabecular"], TISSUES["metal"]])
+    assert femur[lab > 0].mean() > 0.9
+    for name in ("pelvis_cortex", "pelvis_trabecular", "spine_trabecular", "fat", "soft", "metal"):
+        assert (tis == TISSUES[name]).sum() > 20, name
+    assert np.median(ct[tis == TISSUES["air"]]) < -900
+    assert np.median(ct[tis == TISSUES["fat"]]) < np.median(ct[tis == TISSUES["soft"]])
+    assert np.median(ct[tis == TISSUES["metal"]]) > 2000
+    assert make_case_tissues(5, -1.0, PhantomOptions(spacing=(4.0,) * 3))[2] is None
+    code, _, err = run_cli("phantom", str(tmp_path / "x"), "--joint", "soft")
+    assert code != 0 and "--joint" in err

@@ -540,3 +540,127 @@ def test_init_from_starts_from_verified_weights(tmp_path):
             _tiny(1, coarse_base_channels=8, init_from=tmp_path / "a", **kw),
             progress=lambda s: None,
         )
+
+
+# ------------------------------------------------- appearance randomisation (phantom tissue maps)
+
+
+def test_tissue_ids_agree_with_the_phantom_renderer():
+    from femurscreen.phantom.voxelize import TISSUES
+    from femurscreen.segmentation.vbnet.data import TISSUE_IDS
+
+    assert TISSUE_IDS == TISSUES
+
+
+def test_synth_appearance_redraws_each_tissue_and_keeps_metal():
+    from femurscreen.segmentation.vbnet.data import SYNTH_RANGES_HU, TISSUE_IDS, synth_appearance
+
+    rng = np.random.default_rng(0)
+    tissue = np.zeros((24, 24, 24), np.uint8)
+    tissue[:, :, 6:] = TISSUE_IDS["fat"]
+    tissue[:, :, 10:] = TISSUE_IDS["soft"]
+    tissue[:, :8, 14:] = TISSUE_IDS["femur_trabecular"]
+    tissue[:, 16:, 14:] = TISSUE_IDS["pelvis_trabecular"]
+    tissue[:4, :4, 20:] = TISSUE_IDS["metal"]
+    hu = np.select(
+        [tissue == 0, tissue == 1, tissue == 2, tissue == 10],
+        [-1000.0, -100.0, 40.0, 3000.0],
+        250.0,
+    )
+    hu = (hu + rng.normal(0, 30, hu.shape)).astype(np.float32)
+    means = {"femur": [], "pelvis": []}
+    for k in range(30):
+        out = synth_appearance(hu, tissue, np.random.default_rng(k))
+        assert out.shape == hu.shape and out.dtype == np.float32
+        inner = (slice(2, -2),) * 3  # away from the seams the blur softens
+        for bone in means:
+            sel = tissue[inner] == TISSUE_IDS[f"{bone}_trabecular"]
+            means[bone].append(float(out[inner][sel].mean()))
+        lo, hi = SYNTH_RANGES_HU["trabecular"]
+        assert lo - 30 <= means["femur"][-1] <= hi + 30
+        soft = out[inner][tissue[inner] == TISSUE_IDS["soft"]].mean()
+        assert SYNTH_RANGES_HU["soft"][0] - 30 <= soft <= SYNTH_RANGES_HU["soft"][1] + 30
+        assert np.median(out[1:3, 1:3, 21:23]) > 2500  # metal keeps its HU
+    diff = np.abs(np.subtract(means["femur"], means["pelvis"]))
+    assert (diff < 12.0).sum() >= 8  # pelvis drawn like the femur (seams blur a few HU)
+    assert (diff > 50.0).sum() >= 5  # and otherwise either may be brighter
+    assert np.std(means["femur"]) > 60.0  # the femur's own intensity varies per sample
+
+
+@pytest.fixture(scope="module")
+def hard_phantom_cohort(tmp_path_factory) -> Path:
+    """Two real phantoms (femurscreen phantom --joint hard --tissues) at 3 mm."""
+    from femurscreen.phantom import PhantomOptions, make_cohort
+
+    out = tmp_path_factory.mktemp("hard")
+    opts = PhantomOptions(spacing=(3.0, 3.0, 3.0), joint="hard", tissues=True)
+    return make_cohort(out, 2, 11, options=opts, workers=1, progress=lambda line: None)
+
+
+def test_fine_crops_of_phantoms_with_tissue_maps(hard_phantom_cohort):
+    """Crops drawn with appearance, bias, deformation and coarser voxels keep labels on the
+    femur: the label sits on bone-like voxels of that crop, the rest of the crop is mostly not
+    femur, and head-focused crops hold the top of the femur (the joint)."""
+    from femurscreen.segmentation.vbnet.data import read_cohort
+
+    cohort = read_cohort(hard_phantom_cohort)
+    case = load_case(cohort.rows[0], cohort.path.parent)
+    assert case.tissue is not None and case.tissue.GetSize() == case.ct.GetSize()
+    plain = FineSampler(crop_xyz=(48, 48, 64), spacing=2.0)
+    head = FineSampler(crop_xyz=(48, 48, 64), spacing=2.0, head_p=1.0, synth_p=1.0, deform_p=1.0)
+    norm = IntensityNorm()
+    top_z = {s: case.femur_points[s][:, 2].max() for s in (LEFT, RIGHT)}
+    for k in range(6):
+        side = (LEFT, RIGHT)[k % 2]
+        x, y = head.pair(case, side, np.random.default_rng(k))
+        assert x.shape == (64, 48, 48) and y.shape == x.shape and np.isfinite(x).all()
+        assert y.sum() > 200, k
+        hu = x * norm.scale - norm.offset
+        inside = np.median(hu[y == 1])
+        assert inside > np.median(hu[y == 0]), k  # bone brighter than its surroundings
+        # the head is in the crop: label reaches within 15 mm of the femur's top... of the crop's
+        # own upper half (crops centred on the head)
+        rows = np.argwhere(y)[:, 0]
+        assert rows.max() > 32, k
+    x0, y0 = plain.pair(case, LEFT)
+    assert y0.sum() > 200 and np.isfinite(x0).all()
+    assert top_z[LEFT] > case.centroids[LEFT][2] + 20.0
+
+
+def test_fine_tuning_on_small_crops_keeps_the_inference_crop(hard_phantom_cohort, tmp_path):
+    """--train-crop draws smaller crops (CPU fine-tuning); the manifest keeps the inference crop,
+    validation runs on it, and the training record says what was drawn."""
+    from femurscreen.cli import main
+
+    out = tmp_path / "w"
+    argv = f"train-seg {hard_phantom_cohort} --out {out} --fine-only --epochs 1 --seed 2"
+    argv += (
+        " --device cpu --val-fraction 0.5 --fine-spacing 3 --crop 48 48 64 --train-crop 32 32 32"
+    )
+    argv += (
+        " --head-focus 0.5 --fine-base-channels 4 --iters-per-epoch 2 --batch-size 1 --threads 1"
+    )
+    assert main(argv.split()) == 0
+    entry = read_manifest(out)["models"]["fine"]
+    assert entry["crop_size_xyz"] == [48, 48, 64]
+    training = entry["training"]
+    assert training["train_crop_size_xyz"] == [32, 32, 32] and training["head_focus"] == 0.5
+    assert training["threads"] == 1 and "appearance" in training["augmentation"]
+    assert 0.0 <= training["final_metrics"]["val_dice_mean"] <= 1.0
+    with pytest.raises(FemurScreenError, match="multiples of 16"):
+        train_seg(hard_phantom_cohort, tmp_path / "x", _tiny(1, fine_train_crop=(30, 32, 32)))
+    with pytest.raises(FemurScreenError, match="head-focus"):
+        train_seg(hard_phantom_cohort, tmp_path / "x", _tiny(1, head_focus=1.5))
+
+
+def test_a_resumed_fine_tune_still_says_what_it_started_from(tmp_path):
+    cohort = write_cohort(tmp_path, 3, spacing=5.0)
+    kw = dict(stages=("coarse",), iters_per_epoch=2, val_fraction=0.0)
+    first = train_seg(cohort, tmp_path / "a", _tiny(1, **kw), progress=lambda s: None)
+    train_seg(cohort, tmp_path / "b", _tiny(1, init_from=tmp_path / "a", **kw), progress=print)
+    resumed = train_seg(
+        cohort, tmp_path / "b", _tiny(2, resume=True, **kw), progress=lambda s: None
+    )
+    training = resumed["models"]["coarse"]["training"]
+    assert training["epochs_done"] == 2
+    assert training["initialised_from"]["sha256"] == first["models"]["coarse"]["sha256"]

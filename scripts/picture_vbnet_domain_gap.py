@@ -6,6 +6,7 @@ probability. The crop is centred where the classical engine found that femur, so
 pass is out of the picture: what is shown is the fine network alone.
 
     python scripts/picture_vbnet_domain_gap.py [--out Resources/vbnet_domain_gap.png]
+        [--weights DIR]   (another weights folder, e.g. a fine-tune; default: the shipped one)
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ CASES = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "Resources" / "vbnet_domain_gap.png")
+    parser.add_argument("--weights", type=Path, default=None, help="weights folder")
     args = parser.parse_args(argv)
-    engine = VBNetEngine(device="cpu")
+    engine = VBNetEngine(args.weights, device="cpu")
     s = engine.settings
     fig, axes = plt.subplots(2, 4, figsize=(13, 7.4), facecolor="#303030")
     for row, (name, path) in enumerate(CASES):

@@ -17,6 +17,16 @@
 # 'augmentation' entry of each model records what its run used.
 # Environment: FEMURSCREEN (command, default "femurscreen"), JOBS (processes, default nproc),
 # COARSE_MINUTES / FINE_MINUTES (time budgets per stage, default none).
+#
+# RECIPE=cpu-finetune: the CPU fine-tune of issue 11 (no GPU): the shipped fine model trained on
+# hard-joint phantoms with tissue maps (SynthSeg-style appearance randomisation, bias field,
+# deformation, coarser voxels), 1 mm crops of 64 x 64 x 80 voxels (validation and inference keep
+# 112 x 96 x 160), 60 % of them centred on the femoral head, batch 1, lr 2e-4, 2 threads. What
+# it gave on the real sample CT is in README (the VB-Net section): run once (2026-12-03, 10
+# epochs of 40 crops, about 45 minutes on a shared 2-core machine) it did NOT beat the shipped
+# weights there, so the shipped weights are not from this recipe. FINE_MINUTES bounds it.
+# (In that run the "h" cases were rendered before hard joints lost the default 1 mm clearance,
+# so their gaps were 1-4 mm; rendered now they are 0-4 mm like "z".)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${1:-output/vbnet-demo}"
@@ -25,6 +35,42 @@ FS="${FEMURSCREEN:-femurscreen}"
 JOBS="${JOBS:-$(nproc)}"
 SAMPLERS=$((JOBS > 2 ? JOBS - 1 : 0))
 mkdir -p "$WORK"
+
+if [ "${RECIPE:-gpu}" = cpu-finetune ]; then
+    $FS phantom "$WORK/h" --cases 48 --seed 3100 --joint hard --tissues --spacing 1.5 1.5 1.5 \
+        --direction random --implant-fraction 0.15 --truncate-fraction 0.1 --workers "$JOBS"
+    $FS phantom "$WORK/n" --cases 8 --seed 3101 --tissues --spacing 1.2 1.2 1.2 \
+        --direction oblique --implant-fraction 0.15 --workers "$JOBS"
+    $FS phantom "$WORK/z" --cases 24 --seed 3103 --joint hard --tissues --spacing 1.5 1.5 1.5 \
+        --implant-fraction 0.2 --truncate-fraction 0.1 --workers "$JOBS"
+    python3 - "$WORK" <<'EOF'
+import csv, sys
+from pathlib import Path
+work = Path(sys.argv[1])
+rows = []
+for part in ("h", "n", "z"):
+    with (work / part / "cohort.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.append({"case_id": f"{part}_{row['case_id']}", "ct": f"{part}/{row['ct']}",
+                         "mask": f"{part}/{row['mask']}", "synthetic": row["synthetic"],
+                         "tissue": f"{part}/{row['tissue']}"})
+with (work / "cohort.csv").open("w", newline="") as fh:
+    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+print(f"{len(rows)} cases in {work / 'cohort.csv'}")
+EOF
+    # the coarse model and its manifest entry stay the shipped ones; train-seg merges the fine one
+    mkdir -p "$MODEL"
+    cp FemurScreen/Resources/Models/vbnet-demo/{coarse.safetensors,manifest.json} "$MODEL/"
+    $FS train-seg "$WORK/cohort.csv" --out "$MODEL" --fine-only \
+        --init-from FemurScreen/Resources/Models/vbnet-demo --train-crop 64 64 80 \
+        --head-focus 0.6 --batch-size 1 --iters-per-epoch 40 --epochs 10 --lr 2e-4 \
+        --val-fraction 0.06 --threads 2 --seed 11 --demo ${FINE_MINUTES:+--max-minutes "$FINE_MINUTES"}
+    rm -rf "$MODEL/checkpoints"
+    echo "weights: $MODEL"
+    exit 0
+fi
 
 $FS phantom "$WORK/a" --cases 56 --seed 3000 --direction random \
     --implant-fraction 0.15 --truncate-fraction 0.15 --workers "$JOBS"

@@ -91,6 +91,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="identity (default): HU as always; random: a per-case HU scale/offset and "
         "kVp-like contrast, for testing calibrated density (femurscreen bmd)",
     )
+    parser.add_argument(
+        "--joint",
+        choices=("normal", "hard"),
+        default="normal",
+        help="normal (default); hard: for segmentation training only, a hip joint as hard as "
+        "on real CT (gap 0-4 mm, dense acetabular roof, thin subchondral head cortex, pelvic "
+        "bone with the femur's density)",
+    )
+    parser.add_argument(
+        "--tissues",
+        action="store_true",
+        help="also write each case's tissue label map (tissue.nii.gz, a 'tissue' column) for "
+        "per-tissue appearance randomisation in train-seg",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         spacing=tuple(args.spacing) if args.spacing else None,
         direction=args.direction,
         scanner=args.scanner,
+        joint=args.joint,
+        tissues=args.tissues,
     )
     path = make_cohort(
         args.out,

@@ -50,6 +50,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(0.0, 0.0, -10.0),
         help="crop centre minus femur centroid in mm, x lateral (default 0 0 -10)",
     )
+    parser.add_argument(
+        "--train-crop",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=None,
+        help="fine crop the training draws, multiples of 16 (default: --crop); smaller crops "
+        "make CPU fine-tuning affordable, validation and inference keep --crop",
+    )
+    parser.add_argument(
+        "--head-focus",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of fine training crops centred on the femoral head (default 0)",
+    )
     parser.add_argument("--fine-spacing", type=float, default=1.0, help="mm (default 1.0)")
     parser.add_argument("--coarse-spacing", type=float, default=5.0, help="mm (default 5.0)")
     parser.add_argument(
@@ -115,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         fine_crop=tuple(args.crop),
         fine_crop_offset=tuple(args.crop_offset),
+        fine_train_crop=tuple(args.train_crop) if args.train_crop else None,
+        head_focus=args.head_focus,
         fine_spacing=args.fine_spacing,
         coarse_spacing=args.coarse_spacing,
         coarse_classes=args.coarse_classes,

@@ -234,6 +234,9 @@ class Anatomy:
     shift: np.ndarray
     implant: Implant | None = None
     truncated_side: str | None = None
+    # training-only harder hip joint (PhantomOptions.joint == "hard"): femur-like pelvic
+    # bone, a dense sourcil, a thin subchondral head cortex; the joint gap is redrawn 0-4 mm
+    hard_joint: bool = False
 
     # --- frames -----------------------------------------------------------------------
     def to_world(self, p: np.ndarray) -> np.ndarray:

@@ -18,11 +18,12 @@ from femurscreen.phantom import shapes as sh
 from femurscreen.phantom.anatomy import Anatomy, Femur
 from femurscreen.phantom.bones import FemurDetail, Prim, femur_detail
 from femurscreen.phantom.texture import network
-from femurscreen.phantom.voxelize import Painter, Points
+from femurscreen.phantom.voxelize import TISSUES, Painter, Points
 
 LABEL_OF_SIDE = {"left": LEFT, "right": RIGHT}
 JOINT_CLEARANCE_MM = 1.0  # pelvis bone never comes closer than this to the femur
 TEXTURE_CONTRAST = 0.5  # fraction of the thresholded network's contrast that is kept
+HARD_HEAD_THINNING = 0.92  # hard joints: subchondral head cortex at 8 % of the local thickness
 
 
 def paint_bone(
@@ -39,8 +40,14 @@ def paint_bone(
     canal_hu: float = 0.0,
     label: int = 0,
     cut_z: float = -np.inf,
+    min_cortex_mm: float = 0.6,
+    tissue: tuple[int, int] = (0, 0),
 ) -> None:
-    """Paint one bone given its distance ``d`` at the points ``pts``."""
+    """Paint one bone given its distance ``d`` at the points ``pts``.
+
+    ``tissue``: the (cortex, interior) tissue labels recorded where the painter keeps a tissue
+    map (voxels at least half inside the bone).
+    """
     m = d < np.float32(0.5 * p.ramp)
     if not m.any():
         return
@@ -52,7 +59,7 @@ def paint_bone(
     canal = None
     if detail is not None:
         det = detail(px, py, pz)
-        cortex = np.maximum(np.float32(cortex_mm) * det.cortex_factor, np.float32(0.6))
+        cortex = np.maximum(np.float32(cortex_mm) * det.cortex_factor, np.float32(min_cortex_mm))
         frac = np.float32(fraction) * det.fraction_factor
         canal = det.canal
     solid = (mean_hu - (1.0 - fraction) * marrow_hu) / fraction
@@ -70,6 +77,10 @@ def paint_bone(
     idx = pts.flat[m]
     v = p.hu_flat[idx]
     p.hu_flat[idx] = v + alpha * (bone - v)
+    if p.bone_tissue is not None and tissue[0]:
+        half = alpha >= 0.5
+        layer = np.where(a_c >= 0.5, np.uint8(tissue[0]), np.uint8(tissue[1]))
+        p.bone_tissue.reshape(-1)[idx[half]] = layer[half]
     if label:
         wz = pts.coords("world")[2][m]
         sel = (dm <= 0) & (wz >= np.float32(cut_z))
@@ -81,14 +92,16 @@ def joint_exclusion(
 ) -> np.ndarray:
     """Pelvis distance ``d`` with the hip joint of ``side`` hollowed out: no pelvic bone within
     head radius + joint space of the head centre (so the gap is exact), and none closer than
-    JOINT_CLEARANCE_MM to the rest of the femur (neck, trochanters)."""
+    JOINT_CLEARANCE_MM to the rest of the femur (neck, trochanters). A hard joint keeps only
+    its own gap (0-4 mm): the cup may touch the head, as it looks on real CT at 3 mm."""
     f = a.femurs[side]
     r = f.head_radius + a.pelvis.acetabula[side].gap
     d = np.maximum(d, -sh.sphere(x, y, z, f.head_center, r))
-    near = np.flatnonzero(d < np.float32(2.0 + JOINT_CLEARANCE_MM))
+    clearance = np.float32(0.0 if a.hard_joint else JOINT_CLEARANCE_MM)
+    near = np.flatnonzero(d < np.float32(2.0) + clearance)
     if near.size:
         fd = femur_fn(x[near], y[near], z[near])
-        d[near] = np.maximum(d[near], np.float32(JOINT_CLEARANCE_MM) - fd)
+        d[near] = np.maximum(d[near], clearance - fd)
     return d
 
 
@@ -157,23 +170,42 @@ def paint_skeleton(
         def pelvis_detail(x, y, z):
             # dense subchondral bone lines the socket; elsewhere a thin cortex
             near = np.zeros_like(x)
+            roof = np.zeros_like(x)
             for side, f in a.femurs.items():
                 r = f.head_radius + a.pelvis.acetabula[side].gap
-                rr = sh.length(x - f.head_center[0], y - f.head_center[1], z - f.head_center[2])
-                near = np.maximum(near, sh.smoothstep(r + 4.0, r + 2.0, rr))
+                dx, dy, dz = x - f.head_center[0], y - f.head_center[1], z - f.head_center[2]
+                rr = sh.length(dx, dy, dz)
+                n = sh.smoothstep(r + 4.0, r + 2.0, rr)
+                near = np.maximum(near, n)
+                if a.hard_joint:  # the sourcil: a dense roof right above the head
+                    up = dz / np.maximum(rr, np.float32(1e-3))
+                    cap = sh.smoothstep(r + 7.0, r + 1.0, rr) * sh.smoothstep(0.25, 0.6, up)
+                    roof = np.maximum(roof, cap)
+            if a.hard_joint:
+                return FemurDetail(
+                    canal=None,
+                    cortex_factor=1.0 + 1.5 * near + 4.0 * roof,
+                    fraction_factor=1.0 + 0.6 * roof,
+                )
             one = np.ones_like(x)
             return FemurDetail(canal=None, cortex_factor=1.0 + 1.5 * near, fraction_factor=one)
 
+        if a.hard_joint:  # pelvic bone with the femur's own density and texture
+            mean_hu, fraction, cortical_hu = den.trabecular_hu, den.bvtv, den.cortical_hu
+        else:
+            mean_hu, fraction = 0.8 * den.trabecular_hu + 10.0, 0.85 * den.bvtv
+            cortical_hu = den.cortical_hu - 80.0
         paint_bone(
             p,
             pts,
             d,
-            mean_hu=0.8 * den.trabecular_hu + 10.0,
-            fraction=0.85 * den.bvtv,
+            mean_hu=mean_hu,
+            fraction=fraction,
             cortex_mm=max(0.8, 0.45 * den.cortex_mm + 0.4),
-            cortical_hu=den.cortical_hu - 80.0,
+            cortical_hu=cortical_hu,
             marrow_hu=den.marrow_hu,
             detail=pelvis_detail,
+            tissue=(TISSUES["pelvis_cortex"], TISSUES["pelvis_trabecular"]),
         )
 
     for prims in spine_prims:
@@ -189,8 +221,10 @@ def paint_skeleton(
             cortex_mm=max(0.8, 0.4 * den.cortex_mm + 0.3),
             cortical_hu=den.cortical_hu - 120.0,
             marrow_hu=den.marrow_hu,
+            tissue=(TISSUES["spine_cortex"], TISSUES["spine_trabecular"]),
         )
 
+    head_thinning = HARD_HEAD_THINNING if a.hard_joint else 0.45
     for side, (pts, d) in fem.items():
         f = a.femurs[side]
         paint_bone(
@@ -202,10 +236,12 @@ def paint_skeleton(
             cortex_mm=den.cortex_mm,
             cortical_hu=den.cortical_hu,
             marrow_hu=den.marrow_hu,
-            detail=lambda x, y, z, f=f: femur_detail(f, x, y, z),  # type: ignore[misc]
+            detail=lambda x, y, z, f=f: femur_detail(f, x, y, z, head_thinning),  # type: ignore[misc]
             canal_hu=den.canal_hu,
             label=LABEL_OF_SIDE[side],
             cut_z=a.cut_z(side),
+            min_cortex_mm=0.15 if a.hard_joint else 0.6,
+            tissue=(TISSUES["femur_cortex"], TISSUES["femur_trabecular"]),
         )
 
 

@@ -113,9 +113,12 @@ class FemurDetail:
     fraction_factor: np.ndarray  # multiplies the case's trabecular volume fraction
 
 
-def femur_detail(f: Femur, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> FemurDetail:
+def femur_detail(
+    f: Femur, x: np.ndarray, y: np.ndarray, z: np.ndarray, head_thinning: float = 0.45
+) -> FemurDetail:
     """Thin cortex on the head, thick cortex on the shaft, fatty canal below the lesser
-    trochanter, dense principal compressive trabeculae in the head, sparse Ward's triangle."""
+    trochanter, dense principal compressive trabeculae in the head, sparse Ward's triangle.
+    ``head_thinning``: fraction of the cortex lost on the head (hard joints: most of it)."""
     J, u, H, n = f.junction, f.u, f.head_center, f.n
     t = sh.dot(x - J[0], y - J[1], z - J[2], u)
     t_lt = f.lt_level
@@ -130,7 +133,7 @@ def femur_detail(f: Femur, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Femur
         0.15 * f.head_radius,
         sh.length(x - ward_c[0], y - ward_c[1], z - ward_c[2]),
     )
-    cortex_factor = (1.0 + 1.0 * shaft) * (1.0 - 0.45 * head)
+    cortex_factor = (1.0 + 1.0 * shaft) * (1.0 - head_thinning * head)
     fraction_factor = (1.0 + 0.35 * head) * (1.0 - 0.55 * ward)
     return FemurDetail(canal=canal, cortex_factor=cortex_factor, fraction_factor=fraction_factor)
 

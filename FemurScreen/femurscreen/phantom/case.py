@@ -23,11 +23,14 @@ from femurscreen.phantom.scanner import Scanner
 from femurscreen.phantom.scanner import resolve as resolve_scanner
 from femurscreen.phantom.texture import make_tile
 from femurscreen.phantom.truth import side_truth
-from femurscreen.phantom.voxelize import Painter, finish, slabs
+from femurscreen.phantom.voxelize import Painter, finish, slabs, tissue_map
 
 # independent random streams of a case, so that changing one (say the grid orientation)
 # never changes the others (the patient, the noise)
 STREAM_ANATOMY, STREAM_GRID, STREAM_TEXTURE, STREAM_NOISE, STREAM_OPTIONS = range(5)
+JOINT_MODES = ("normal", "hard")
+HARD_JOINT_GAP_MM = (0.0, 4.0)  # real joints at 3 mm often show no gap at all
+_HARD_JOINT_STREAM = 4243  # its own stream: the default anatomy draws nothing more
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,12 @@ class PhantomOptions:
     from the case seed) or a side name; ``fov`` replaces the field of view by a world box
     ((x0, y0, z0), (x1, y1, z1)) in mm, e.g. to render only one hip in a test.
     ``scanner``: "identity" (default: HU exactly as before scanners existed), "random" (drawn
-    from the case seed, see :mod:`femurscreen.phantom.scanner`) or a Scanner."""
+    from the case seed, see :mod:`femurscreen.phantom.scanner`) or a Scanner.
+    ``joint``: "normal" (default) or "hard", a joint as hard to segment as on real CT, for
+    training segmentation only (gap 0-4 mm, dense sourcil, thin subchondral head cortex,
+    pelvic bone with the femur's density). ``tissues``: also return/write the tissue label
+    map (:data:`femurscreen.phantom.voxelize.TISSUES`) that appearance randomisation needs.
+    Neither changes the default CT."""
 
     size: str = "hips"
     spacing: tuple[float, float, float] | None = None
@@ -47,8 +55,12 @@ class PhantomOptions:
     noise: bool = True
     fov: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     scanner: str | Scanner = "identity"
+    joint: str = "normal"
+    tissues: bool = False
 
     def __post_init__(self) -> None:
+        if self.joint not in JOINT_MODES:
+            raise ValueError(f"joint must be one of {', '.join(JOINT_MODES)}, got {self.joint!r}")
         if not isinstance(self.scanner, Scanner) and self.scanner not in ("identity", "random"):
             raise ValueError(f"scanner must be 'identity' or 'random', got {self.scanner!r}")
         if self.size not in SIZES:
@@ -89,6 +101,11 @@ def prepare(seed: int, t_score: float, options: PhantomOptions) -> tuple[Anatomy
             hu=float(opt_rng.uniform(2900.0, 3071.0)),
         )
     anatomy.truncated_side = _side(options.truncate, opt_rng)
+    if options.joint == "hard":
+        anatomy.hard_joint = True
+        jrng = np.random.default_rng(np.random.SeedSequence([int(seed), _HARD_JOINT_STREAM]))
+        for side in ("left", "right"):
+            anatomy.pelvis.acetabula[side].gap = float(jrng.uniform(*HARD_JOINT_GAP_MM))
     return anatomy, case_grid(anatomy, options, rngs[STREAM_GRID])
 
 
@@ -156,13 +173,22 @@ def make_case(
 ) -> tuple[sitk.Image, sitk.Image, dict]:
     """Render one case. Returns the CT (int16 HU), the femur label map (uint8: 0 background,
     1 patient's left, 2 patient's right, same geometry) and a dict describing the case."""
+    ct, mask, _, info = make_case_tissues(seed, t_score, options)
+    return ct, mask, info
+
+
+def make_case_tissues(
+    seed: int, t_score: float, options: PhantomOptions | None = None
+) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, dict]:
+    """``make_case`` plus the tissue label map (uint8, same grid) when ``options.tissues``
+    (else None): what per-tissue appearance randomisation of segmentation training reads."""
     options = options or PhantomOptions()
     start = time.perf_counter()
     anatomy, grid = prepare(seed, t_score, options)
     rngs = streams(seed)
     den = anatomy.density
     tile = make_tile(rngs[STREAM_TEXTURE], den.wavelength, den.anisotropy)
-    painter = Painter(grid, anatomy, tile)
+    painter = Painter(grid, anatomy, tile, tissues=options.tissues)
 
     f_prims = {side: femur_prims(f) for side, f in anatomy.femurs.items()}
     p_prims = pelvis_prims(anatomy)
@@ -198,6 +224,7 @@ def make_case(
             bone_paint.paint_implant(painter, implant[0], anatomy.implant.hu, implant[1])
         painter.scratch.clear()
 
+    tissue_image = grid.image(tissue_map(painter)) if options.tissues else None
     # the truth is read from the physical (reference-HU) field before scanner, blur and noise
     truth = density_truth(anatomy, grid, painter)
     scanner = resolve_scanner(options.scanner, seed)
@@ -210,8 +237,10 @@ def make_case(
     info = case_info(anatomy, grid)
     info["scanner"] = scanner.as_dict()
     info.update(truth)
+    if anatomy.hard_joint:
+        info["joint"] = "hard"
     info["render_seconds"] = round(time.perf_counter() - start, 3)
-    return ct_image, mask_image, info
+    return ct_image, mask_image, tissue_image, info
 
 
 def density_truth(anatomy: Anatomy, grid: Grid, painter: Painter) -> dict:

@@ -25,7 +25,7 @@ from femurscreen.errors import InputError
 from femurscreen.io.cohort_csv import read_cohort_csv
 from femurscreen.labels import T_NORMAL_MIN, T_OSTEOPOROSIS_MAX, bone_status
 from femurscreen.phantom.anatomy import PROXIMAL_FEMUR_CUT_BELOW_LESSER_TROCHANTER_MM
-from femurscreen.phantom.case import PhantomOptions, make_case
+from femurscreen.phantom.case import PhantomOptions, make_case_tissues
 
 CSV_NAME = "cohort.csv"
 MANIFEST_NAME = "phantoms.json"  # says the cohort is synthetic, and how it was made
@@ -52,6 +52,7 @@ EXTRA_COLUMNS = (
 # of view), from the case's analytic anatomy (femurscreen.phantom.truth); empty when none has
 CT_NAME = "ct.nii.gz"
 MASK_NAME = "femur.nii.gz"
+TISSUE_NAME = "tissue.nii.gz"  # only with PhantomOptions.tissues (training data)
 INFO_NAME = "info.json"
 # T-score ranges of the three WHO classes used by the default (class-balanced) sampling
 T_MIN, T_MAX = -4.0, 1.0
@@ -129,12 +130,16 @@ def render_case(
     t = sample_t_score(cs, t_range)
     implant, truncate = case_flags(cs, implant_fraction, truncate_fraction)
     opts = dataclasses.replace(options, implant=implant, truncate=truncate)
-    ct, mask, info = make_case(cs, t, opts)
+    ct, mask, tissue, info = make_case_tissues(cs, t, opts)
     cid = case_id(index)
     folder = Path(out_dir) / cid
     folder.mkdir(parents=True, exist_ok=True)
     write_image_atomic(ct, folder / CT_NAME)
     write_image_atomic(mask, folder / MASK_NAME)
+    extra = {}
+    if tissue is not None:
+        write_image_atomic(tissue, folder / TISSUE_NAME)
+        extra["tissue"] = f"{cid}/{TISSUE_NAME}"
     info["case_id"] = cid
     write_text_atomic(json.dumps(info, indent=1) + "\n", folder / INFO_NAME)
     return {
@@ -154,6 +159,7 @@ def render_case(
         "noise_sd": info["noise_sd"],
         **_truth_columns(info),
         "scanner": " ".join(f"{k}={v:g}" for k, v in info["scanner"].items() if "gain" not in k),
+        **extra,
         "_index": index,
         "_seconds": info["render_seconds"],
     }
@@ -243,7 +249,7 @@ def make_cohort(
         "version": __version__,
         "seed": int(seed),
         "cases": n_cases,
-        "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "fov"},
+        "options": _options_record(options),
         "implant_fraction": implant_fraction,
         "truncate_fraction": truncate_fraction,
         "t_range": list(t_range) if t_range else None,
@@ -255,8 +261,11 @@ def make_cohort(
     tmp = path.with_name(f".tmp-{os.getpid()}-{CSV_NAME}")
     try:
         with tmp.open("w", newline="", encoding="utf-8") as handle:
+            tissue_column = ("tissue",) if options.tissues else ()
             writer = csv.DictWriter(
-                handle, fieldnames=[*CSV_COLUMNS, *EXTRA_COLUMNS], extrasaction="ignore"
+                handle,
+                fieldnames=[*CSV_COLUMNS, *EXTRA_COLUMNS, *tissue_column],
+                extrasaction="ignore",
             )
             writer.writeheader()
             writer.writerows(rows)
@@ -265,6 +274,16 @@ def make_cohort(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _options_record(options: PhantomOptions) -> dict:
+    """The options for phantoms.json; the training-only ones only when asked for, so a default
+    cohort's record stays as it was before they existed."""
+    out = {k: v for k, v in dataclasses.asdict(options).items() if k != "fov"}
+    for key, default in (("joint", "normal"), ("tissues", False)):
+        if out.get(key) == default:
+            out.pop(key)
+    return out
 
 
 def read_cohort(csv_path: str | Path) -> list[dict[str, str]]:

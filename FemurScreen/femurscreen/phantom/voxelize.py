@@ -26,6 +26,25 @@ SLAB_VOXELS = 4_000_000  # voxels per slab of the rendering loop
 BLOCK = 8  # largest block edge (voxels) of the sparse evaluation
 LIPSCHITZ = 1.5  # safety factor: our approximate distances may change faster than 1 mm/mm
 
+# Tissue labels of the tissue map (PhantomOptions.tissues): soft tissues are told apart by their
+# noise-free painted HU, bone by the structure that painted it (cortical shell or interior).
+# Segmentation training redraws each tissue's intensity per case (SynthSeg-style).
+TISSUES = {
+    "air": 0,
+    "fat": 1,
+    "soft": 2,  # muscle, skin, organs, vessels, cartilage, joint capsule
+    "dense_soft": 3,  # above soft tissue but not bone (table shell, dense vessel walls)
+    "femur_cortex": 4,
+    "femur_trabecular": 5,
+    "pelvis_cortex": 6,
+    "pelvis_trabecular": 7,
+    "spine_cortex": 8,
+    "spine_trabecular": 9,
+    "metal": 10,
+}
+_SOFT_EDGES_HU = (-400.0, -40.0, 130.0)  # air | fat | soft | dense soft
+_METAL_HU = 2000.0
+
 
 class Points:
     """The voxels of the active blocks of a box: flat indices and (k, j, i) per voxel, grouped
@@ -88,7 +107,7 @@ class Painter:
     ``world`` (LPS), ``body`` (world minus the patient shift; the outline and the table),
     ``anat`` (the tilted skeleton's frame)."""
 
-    def __init__(self, grid: Grid, anatomy: Anatomy, tile: Tile) -> None:
+    def __init__(self, grid: Grid, anatomy: Anatomy, tile: Tile, tissues: bool = False) -> None:
         self.grid = grid
         self.anatomy = anatomy
         self.tile = tile
@@ -107,6 +126,10 @@ class Painter:
         self.label[...] = 0
         self.hu_flat = self.hu.reshape(-1)
         self.label_flat = self.label.reshape(-1)
+        # bone tissue per voxel (TISSUES; 0: not bone), only when a tissue map is asked for
+        self.bone_tissue: np.ndarray | None = (
+            np.zeros(grid.shape, dtype=np.uint8) if tissues else None
+        )
         # block edge (voxels) of the sparse evaluation and its half diagonal (mm)
         # blocks of about 7 mm (4 to 8 voxels) for the sparse evaluation
         self.block = int(np.clip(round(7.0 / float(np.mean(grid.spacing))), 4, BLOCK))
@@ -333,4 +356,20 @@ def finish(painter: Painter, rng: np.random.Generator) -> np.ndarray:
         np.clip(part, HU_MIN, HU_MAX, out=part)
         np.rint(part, out=part)
         out[k : k + per] = part
+    return out
+
+
+def tissue_map(painter: Painter) -> np.ndarray:
+    """The tissue label map (TISSUES) of a painted, not yet blurred case.
+
+    Bone voxels carry the bone and layer that painted them; the rest is classed by its
+    noise-free HU; metal (an implant painted over bone) by its HU.
+    """
+    if painter.bone_tissue is None:
+        raise ValueError("the painter was made without tissues=True")
+    hu = painter.hu
+    out = np.digitize(hu, np.asarray(_SOFT_EDGES_HU, dtype=np.float32)).astype(np.uint8)
+    bone = painter.bone_tissue > 0
+    out[bone] = painter.bone_tissue[bone]
+    out[hu >= np.float32(_METAL_HU)] = TISSUES["metal"]
     return out

@@ -169,6 +169,16 @@ class Case:
     mask: sitk.Image
     centroids: dict[int, np.ndarray] = field(default_factory=dict)
     femur_points: dict[int, np.ndarray] = field(default_factory=dict)  # world (N, 3)
+    # tissue label map (femurscreen.phantom.voxelize.TISSUES) of a phantom, when the cohort
+    # has a 'tissue' column: what per-tissue appearance randomisation redraws
+    tissue: sitk.Image | None = None
+    _binaries: dict[int, sitk.Image] = field(default_factory=dict, repr=False)
+
+    def side_binary(self, side: int) -> sitk.Image:
+        """0/1 image of one femur (kept: every crop of the side resamples it)."""
+        if side not in self._binaries:
+            self._binaries[side] = sitk.Equal(self.mask, int(side))
+        return self._binaries[side]
 
 
 @dataclass
@@ -226,7 +236,16 @@ def load_case(row: dict[str, str], base: Path, max_points: int = 4000) -> Case:
     values = set(np.unique(arr).tolist())
     if not values <= {0, LEFT, RIGHT}:
         raise InputError(f"mask values {sorted(values)} are not 0/1/2", "fix the mask", mask_path)
-    case = Case(row["case_id"], ct, mask)
+    tissue = None
+    if (row.get("tissue") or "").strip():
+        tissue_path = base / row["tissue"]
+        tissue = sitk.Cast(_read_image(tissue_path, "tissue map"), sitk.sitkUInt8)
+        if tissue.GetSize() != ct.GetSize():
+            raise InputError(
+                "tissue map does not share the CT's grid", "write it with the CT", tissue_path
+            )
+        tissue.CopyInformation(ct)
+    case = Case(row["case_id"], ct, mask, tissue=tissue)
     grid = Grid.of(mask)
     rng = np.random.default_rng(0)
     for side in (LEFT, RIGHT):
@@ -410,6 +429,9 @@ class CoarseSampler:
         return self.norm(hu), labels
 
 
+HEAD_TOP_SHARE = 0.2  # FineSampler.head_p: the top fifth of the femur label is the head
+
+
 @dataclass
 class FineSampler:
     """Crops around one proximal femur at ~1 mm, right ones mirrored; labels 0/1 (femur)."""
@@ -419,12 +441,24 @@ class FineSampler:
     norm: IntensityNorm = field(default_factory=IntensityNorm)
     offset_mm: tuple[float, float, float] = FINE_CROP_OFFSET_MM
     center_jitter_mm: float = 6.0
+    synth_p: float = 0.7  # per-tissue appearance redrawn (cases with a tissue map only)
+    deform_p: float = 0.5  # smooth random deformation on top of the affine
+    bias_p: float = 0.5  # smooth multiplicative bias field
+    coarser_p: float = 0.6  # coarser scanner voxels (partial volume), 1-3.5 mm x 1-5 mm
+    # share of crops centred on the femoral head (a femur point in the top HEAD_TOP_SHARE of
+    # the femur's height): small fine-tuning crops must hold the joint, where real CT leaks
+    head_p: float = 0.0
 
     def pair(self, case: Case, side: int, rng: np.random.Generator | None = None):
         """(input z-y-x float32, labels z-y-x uint8) for one side of one case."""
         center = case.centroids[side]
         if rng is None:
             return self._sample(case, side, center, None)
+        if self.head_p > 0 and rng.random() < self.head_p:
+            points = case.femur_points[side]
+            top = points[points[:, 2] >= np.quantile(points[:, 2], 1.0 - HEAD_TOP_SHARE)]
+            center = top[rng.integers(len(top))] + rng.normal(0.0, self.center_jitter_mm, 3)
+            return self._sample(case, side, center, rng)
         u = rng.random()
         if u < 0.5:  # where inference puts it: the coarse centroid, give or take
             center = center + rng.normal(0.0, self.center_jitter_mm, 3)
@@ -440,15 +474,35 @@ class FineSampler:
         grid = fine_grid(center, self.crop_xyz, self.spacing, side, self.offset_mm)
         center = grid.index_to_world((np.asarray(grid.size)[None, :] - 1) / 2)[0]
         transform = None if rng is None else random_affine(rng, center, 12.0, (0.9, 1.1))
+        warp = None
+        if rng is not None and rng.random() < self.deform_p:
+            warp = random_warp(grid.shape, rng, self.spacing)
         hu = sitk.GetArrayFromImage(grid.resample(case.ct, transform=transform))
-        if rng is not None and rng.random() < 0.5:
+        if warp is not None:
+            hu = ndimage.map_coordinates(hu, warp, order=1, mode="nearest")
+        synth = False
+        if rng is not None and case.tissue is not None and rng.random() < self.synth_p:
+            tissue = sitk.GetArrayFromImage(
+                grid.resample(case.tissue, sitk.sitkNearestNeighbor, 0.0, sitk.sitkUInt8, transform)
+            )
+            if warp is not None:
+                tissue = ndimage.map_coordinates(tissue, warp, order=0, mode="nearest")
+            hu = synth_appearance(hu, tissue, rng)
+            synth = True
+        if rng is not None and rng.random() < self.bias_p:
+            hu = bias_field(hu, rng)
+        if rng is not None and rng.random() < self.coarser_p:
             hu = coarser_scan(hu, rng, self.spacing)
-        binary = sitk.Equal(case.mask, int(side))
-        fraction = grid.resample(binary, sitk.sitkLinear, 0.0, sitk.sitkFloat32, transform)
-        labels = (sitk.GetArrayViewFromImage(fraction) >= 0.5).astype(np.uint8)
+        image = grid.resample(
+            case.side_binary(side), sitk.sitkLinear, 0.0, sitk.sitkFloat32, transform
+        )
+        fraction = sitk.GetArrayFromImage(image)
+        if warp is not None:
+            fraction = ndimage.map_coordinates(fraction, warp, order=1, mode="nearest")
+        labels = (fraction >= 0.5).astype(np.uint8)
         if rng is not None:
             hu = augment_intensity(hu, rng, self.norm, self.spacing)
-            if rng.random() < 0.5:
+            if not synth and rng.random() < 0.5:
                 hu = bone_contrast(hu, rng)
             if rng.random() < 0.2:
                 cut_crop_field_of_view(hu, labels, rng)
@@ -492,3 +546,117 @@ def coarser_scan(
     small = np.maximum(2, np.round(np.asarray(hu.shape) * spacing / new)).astype(int)
     low = ndimage.zoom(out, small / np.asarray(hu.shape), order=1, mode="nearest")
     return ndimage.zoom(low, np.asarray(hu.shape) / np.asarray(low.shape), order=1, mode="nearest")
+
+
+# ---------------------------------------------------------------- appearance randomisation
+
+# Tissue labels as femurscreen.phantom.voxelize.TISSUES writes them (kept literal here so
+# that training does not import the phantom renderer; a test checks they agree).
+TISSUE_IDS = {
+    "air": 0,
+    "fat": 1,
+    "soft": 2,
+    "dense_soft": 3,
+    "femur_cortex": 4,
+    "femur_trabecular": 5,
+    "pelvis_cortex": 6,
+    "pelvis_trabecular": 7,
+    "spine_cortex": 8,
+    "spine_trabecular": 9,
+    "metal": 10,
+}
+# mean HU ranges each tissue's intensity is drawn from per case (bone: interior, then the cortex
+# above it); wide on purpose: the network must find the femur by shape and context
+SYNTH_RANGES_HU = {
+    "air": (-1024.0, -900.0),
+    "fat": (-200.0, -30.0),
+    "soft": (-30.0, 100.0),
+    "dense_soft": (60.0, 400.0),
+    "trabecular": (30.0, 450.0),
+    "cortex_above_trabecular": (60.0, 900.0),
+}
+SYNTH_CONTRAST = (0.4, 1.6)  # scale of each tissue's own texture about its mean
+SYNTH_SAME_BONE_P = 0.6  # pelvis and femur drawn alike (as on real CT) in this share of cases
+
+
+def _bone_draw(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    trab = rng.uniform(*SYNTH_RANGES_HU["trabecular"])
+    cortex = trab + rng.uniform(*SYNTH_RANGES_HU["cortex_above_trabecular"])
+    return trab, float(rng.uniform(*SYNTH_CONTRAST)), cortex, float(rng.uniform(*SYNTH_CONTRAST))
+
+
+def synth_appearance(hu: np.ndarray, tissue: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """SynthSeg-style appearance (Billot et al. 2023): a random intensity per tissue per case.
+
+    Each tissue's voxels are moved to a mean drawn for this sample and their own texture
+    (trabecular network, noise-free partial volume) scaled about it, so the femur and the pelvis
+    may look alike, or either brighter, and the network cannot find the joint by intensity.
+    Metal keeps its HU. A small blur softens the seams between relabelled tissues; partial
+    volume and noise come after (``coarser_scan``, ``augment_intensity``).
+    """
+    out = hu.astype(np.float32, copy=True)
+    femur = _bone_draw(rng)
+    pelvis = femur if rng.random() < SYNTH_SAME_BONE_P else _bone_draw(rng)
+    spine = _bone_draw(rng)
+    draws: dict[int, tuple[float, float]] = {}
+    for name in ("air", "fat", "soft", "dense_soft"):
+        draws[TISSUE_IDS[name]] = (
+            float(rng.uniform(*SYNTH_RANGES_HU[name])),
+            float(rng.uniform(*SYNTH_CONTRAST)),
+        )
+    for bone, d in (("femur", femur), ("pelvis", pelvis), ("spine", spine)):
+        draws[TISSUE_IDS[f"{bone}_trabecular"]] = (d[0], d[1])
+        draws[TISSUE_IDS[f"{bone}_cortex"]] = (d[2], d[3])
+    flat_t = tissue.reshape(-1)
+    flat_in = hu.reshape(-1)
+    flat_out = out.reshape(-1)
+    order = np.argsort(flat_t, kind="stable")
+    bounds = np.searchsorted(flat_t[order], np.arange(len(TISSUE_IDS) + 1))
+    for label, (mean, contrast) in draws.items():
+        idx = order[bounds[label] : bounds[label + 1]]
+        if idx.size == 0:
+            continue
+        values = flat_in[idx]
+        flat_out[idx] = np.float32(mean) + np.float32(contrast) * (values - values.mean())
+    return ndimage.gaussian_filter(out, float(rng.uniform(0.3, 0.8)), mode="nearest")
+
+
+def bias_field(
+    hu: np.ndarray, rng: np.random.Generator, sd: tuple[float, float] = (0.01, 0.06)
+) -> np.ndarray:
+    """A smooth multiplicative field on the attenuation (HU + 1000): cupping and beam
+    hardening shift soft tissue by tens of HU and bone a little more; air stays air."""
+    coarse = rng.normal(0.0, rng.uniform(*sd), (4, 4, 4))
+    field_ = _smooth_up(coarse, hu.shape)
+    return ((hu + np.float32(1000.0)) * np.exp(field_)) - np.float32(1000.0)
+
+
+def _smooth_up(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A few control values spread smoothly (linearly) over an array of ``shape``, float32."""
+    axes = [
+        np.linspace(0.0, n_c - 1.0, n, dtype=np.float32)
+        for n_c, n in zip(coarse.shape, shape, strict=True)
+    ]
+    coords = np.meshgrid(*axes, indexing="ij", sparse=False)
+    return ndimage.map_coordinates(coarse.astype(np.float32), coords, order=1, mode="nearest")
+
+
+def random_warp(
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    spacing: float,
+    sd_mm: tuple[float, float] = (1.0, 3.0),
+    points: int = 4,
+) -> np.ndarray:
+    """Sampling coordinates (3, z, y, x) of a smooth random deformation of a crop.
+
+    Displacements of ``points``^3 control values (sd drawn in ``sd_mm``) spread linearly over
+    the crop: shapes vary by a few millimetres (head sphericity, neck length, cup depth), so the
+    network learns the femur's shape family rather than the phantom's analytic primitives.
+    Applied to image, tissue map and label alike (``ndimage.map_coordinates``).
+    """
+    sd = rng.uniform(*sd_mm) / spacing
+    base = np.indices(shape, dtype=np.float32)
+    for axis in range(3):
+        base[axis] += _smooth_up(rng.normal(0.0, sd, (points,) * 3), shape)
+    return base

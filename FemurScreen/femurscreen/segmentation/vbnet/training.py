@@ -70,10 +70,22 @@ AUGMENTATION = {
     "(p 0.6)",
     "geometry": "rotation +-10 deg (coarse) / +-12 deg (fine) about each axis and scale 0.9-1.1 "
     "(fine) or coarse spacing x0.9-1.1 (p 0.7)",
-    "bone_contrast": "fine: HU above 60 scaled by 0.55-1.1 about 60 (p 0.5)",
+    "bone_contrast": "fine: HU above 60 scaled by 0.55-1.1 about 60 (p 0.5, when the "
+    "appearance was not redrawn)",
+    "appearance": "fine, cases with a tissue map (femurscreen phantom --tissues): SynthSeg-style "
+    "per-tissue intensity redrawn per sample (p 0.7): each of air, fat, soft, dense soft, and "
+    "cortex/interior of femur, pelvis and spine moved to a mean drawn in wide HU ranges "
+    "(trabecular 30-450, cortex 60-900 above it, soft -30-100, fat -200 to -30) with its own "
+    "texture scaled 0.4-1.6; pelvis drawn like the femur in 60 % of samples; then a 0.3-0.8 "
+    "voxel blur",
+    "bias_field": "fine: smooth multiplicative field on HU + 1000 (4^3 control values spread "
+    "linearly over the crop, log-sd 0.01-0.06; p 0.5)",
+    "deformation": "fine: smooth random deformation over the crop (4^3 control displacements "
+    "per axis, sd 1-3 mm, spread linearly; p 0.5) after the affine, image, tissue map and "
+    "label alike",
     "spacing": "coarse: source resampled to 0.7-3 mm in-plane, 1-5 mm slices (p 0.3); fine: crop "
     "blurred to the partial volume of 1-3.5 mm in-plane, 1-5 mm slices, sampled on that lattice "
-    "and interpolated back to the crop grid (p 0.5)",
+    "and interpolated back to the crop grid (p 0.6)",
     "field_of_view": "coarse: random box of 50-90% per axis kept, rest air (p 0.3; 2/3 keep a "
     "femur voxel inside); fine: air below a plane through the femur's lower 5-60 % or lateral "
     "of its outer 60-95 % (p 0.2)",
@@ -97,6 +109,10 @@ class TrainConfig:
     fine_spacing: float = 1.0
     fine_crop: tuple[int, int, int] = FINE_CROP_XYZ
     fine_crop_offset: tuple[float, float, float] = FINE_CROP_OFFSET_MM
+    # fine crop the training draws (None: ``fine_crop``); smaller crops make CPU fine-tuning
+    # affordable, validation and inference keep ``fine_crop``
+    fine_train_crop: tuple[int, int, int] | None = None
+    head_focus: float = 0.0  # share of fine crops centred on the femoral head (FineSampler.head_p)
     coarse_classes: int = 2  # 2: femur + sides by the body midline; 3: network names sides
     coarse_base_channels: int = 8
     fine_base_channels: int = 16
@@ -118,8 +134,11 @@ class TrainConfig:
         out = self.coarse_classes if stage == "coarse" else 2
         return VBNet(in_channels=1, out_channels=out, base_channels=base, norm=self.norm).config()
 
+    def train_crop(self) -> tuple[int, int, int]:
+        return cast(tuple[int, int, int], tuple(self.fine_train_crop or self.fine_crop))
+
     def stage_settings(self, stage: str) -> dict:
-        """What a checkpoint must agree with to be resumed."""
+        """What the weights' manifest entry records (and a checkpoint must agree with)."""
         s: dict[str, Any] = {
             "architecture": self.architecture(stage),
             "intensity": self.intensity.to_dict(),
@@ -211,7 +230,11 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = out / "checkpoints" / f"{stage}.pt"
     settings = cfg.stage_settings(stage)
+    if stage == "fine":
+        settings["train_crop_size_xyz"] = list(cfg.train_crop())
+        settings["head_focus"] = cfg.head_focus
     start_epoch, history, started = 0, [], _now()
+    init: dict | None = None  # the weights this stage started from (fine-tuning)
     if cfg.resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         if state.get("settings") != settings:
@@ -224,14 +247,15 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         started = state["started"]
+        init = state.get("initialised_from")  # what the interrupted run started from
         say(f"train-seg {stage}: resuming after epoch {start_epoch} from {ckpt}")
     elif cfg.resume:
         say(f"train-seg {stage}: no checkpoint at {ckpt}; starting from scratch")
-    init = None
     if cfg.init_from is not None and start_epoch == 0:
         init = _initialise(model, Path(cfg.init_from), stage, arch)
         say(f"train-seg {stage}: starting from {init['folder']} (sha256 {init['sha256'][:12]}...)")
     sampler = _sampler(stage, cfg)
+    val_sampler = _sampler(stage, cfg, validation=True)
     units = _units(stage, train)
     if not units:
         raise InputError(
@@ -265,7 +289,7 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        metrics = validate(stage, model, val, sampler, device, val_cache)
+        metrics = validate(stage, model, val, val_sampler, device, val_cache)
         record = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
@@ -292,7 +316,7 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
             )
             + f" ({record['seconds']:.0f} s)"
         )
-        _save_checkpoint(ckpt, model, opt, epoch + 1, history, settings, started)
+        _save_checkpoint(ckpt, model, opt, epoch + 1, history, settings, started, init)
         minutes = (time.perf_counter() - stage_t0) / 60
         if cfg.max_minutes and minutes >= cfg.max_minutes and epoch + 1 < cfg.epochs:
             stopped_early = True
@@ -317,7 +341,13 @@ def _train_stage(stage, train, val, cfg: TrainConfig, out: Path, device, say, co
         "seed": cfg.seed,
         "initialised_from": init,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "sampling_workers": cfg.workers,
+        **(
+            {"train_crop_size_xyz": list(cfg.train_crop()), "head_focus": cfg.head_focus}
+            if stage == "fine"
+            else {}
+        ),
         "augmentation": AUGMENTATION,
         "train_cases": [c.case_id for c in train],
         "val_cases": [c.case_id for c in val],
@@ -341,12 +371,15 @@ def _initialise(model: VBNet, folder: Path, stage: str, arch: dict) -> dict:
     return {"folder": folder.name, "sha256": entry["sha256"]}
 
 
-def _sampler(stage: str, cfg: TrainConfig):
+def _sampler(stage: str, cfg: TrainConfig, validation: bool = False):
+    """The stage's sampler; fine validation crops have the inference size, training crops
+    ``fine_train_crop`` and the head focus."""
     if stage == "coarse":
         return CoarseSampler(cfg.coarse_spacing, cfg.intensity)
-    crop = cast(tuple[int, int, int], tuple(cfg.fine_crop))
+    crop = cast(tuple[int, int, int], tuple(cfg.fine_crop)) if validation else cfg.train_crop()
     offset = cast(tuple[float, float, float], tuple(cfg.fine_crop_offset))
-    return FineSampler(crop, cfg.fine_spacing, cfg.intensity, offset)
+    head = 0.0 if validation else cfg.head_focus
+    return FineSampler(crop, cfg.fine_spacing, cfg.intensity, offset, head_p=head)
 
 
 def _units(stage: str, cases: list[Case]) -> list:
@@ -474,8 +507,9 @@ def _predict(model: VBNet, x: np.ndarray, device) -> np.ndarray:
 # ---------------------------------------------------------------------- files
 
 
-def _save_checkpoint(path: Path, model, opt, epoch, history, settings, started) -> None:
+def _save_checkpoint(path: Path, model, opt, epoch, history, settings, started, init) -> None:
     state = {
+        "initialised_from": init,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
         "epoch": epoch,
@@ -539,10 +573,13 @@ def _check_config(cfg: TrainConfig) -> None:
         raise FemurScreenError(f"unknown training stage(s) {bad}", "use coarse and/or fine")
     try:
         check_input_shape(cfg.fine_crop)
+        check_input_shape(cfg.train_crop())
     except ValueError as exc:
         raise FemurScreenError(str(exc), "choose --crop sizes that are multiples of 16") from exc
     if cfg.coarse_classes not in (2, 3):
         raise FemurScreenError("--coarse-classes must be 2 or 3")
+    if not 0 <= cfg.head_focus <= 1:
+        raise FemurScreenError("--head-focus must be in [0, 1]")
     if cfg.epochs < 1:
         raise FemurScreenError("--epochs must be at least 1")
     if not 0 <= cfg.val_fraction < 1:
