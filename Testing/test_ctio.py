@@ -89,6 +89,7 @@ def write_dicom_series(
     intercept: float = -1024.0,
     positions: list[tuple[float, float, float]] | None = None,
     prefix: str = "slice",
+    extra_tags: tuple[tuple[str, str], ...] = (),
 ) -> list[Path]:
     """The standard SimpleITK "write a DICOM series" recipe, one file per slice.
 
@@ -112,6 +113,7 @@ def write_dicom_series(
         ("0028|1052", f"{intercept:g}"),  # RescaleIntercept
         ("0028|1053", f"{slope:g}"),  # RescaleSlope
         ("0028|1054", "HU"),
+        *extra_tags,
     ]
     if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):  # stored as int16
         tags += [("0028|0100", "16"), ("0028|0101", "16"), ("0028|0102", "15"), ("0028|0103", "1")]
@@ -225,6 +227,29 @@ def test_dicom_rescale_is_applied(tmp_path, phantom):
     stored = np.frombuffer(files[0].read_bytes()[-nx * ny * 2 :], "<i2").reshape(ny, nx)
     assert np.array_equal(stored, hu[0] + 1024)  # the file holds stored values, not HU
     assert np.array_equal(sitk.GetArrayViewFromImage(read_ct(tmp_path / "s")), hu)
+
+
+def test_dicom_scanner_tags_reach_the_image(tmp_path, phantom):
+    """What the calibrated density keys a site calibration by (and the kVp its energy prior)
+    travels from the series' header onto the image; a NIfTI file has none of it."""
+    tags = (
+        ("0018|0060", "100 "),  # KVP, padded as DICOM strings are
+        ("0008|0070", "ACME Medical"),
+        ("0008|1090", "Scan 64"),
+        ("0018|1210", "B30f"),
+    )
+    write_dicom_series(phantom, tmp_path / "s", series_uid=UID_ROOT + ".8", extra_tags=tags)
+    image = read_ct(tmp_path / "s")
+    from femurscreen.bmd.site import scan_tags
+
+    assert scan_tags(image) == {
+        "manufacturer": "ACME Medical",
+        "model": "Scan 64",
+        "kvp": 100.0,
+        "kernel": "B30f",
+    }
+    nifti = read_ct(write(image, tmp_path / "ct.nii.gz"))
+    assert set(scan_tags(nifti).values()) == {None}
 
 
 def test_dicom_with_fractional_rescale_gives_exact_float32(tmp_path, phantom):

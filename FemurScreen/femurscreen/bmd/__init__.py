@@ -3,7 +3,9 @@ T-score per side, needing no training data (a physically grounded second read be
 demo classifier).
 
 calibration (phantomless HU -> mg/cm^3 K2HPO4 from the scan's own air, fat and muscle, by an
-effective-energy fit to tabulated attenuation), attenuation (the NIST tables it uses),
+effective-energy fit to tabulated attenuation), site (the scanner's effective energy fitted once
+from a K2HPO4 rods phantom, used instead of the kVp prior when a site file is given),
+attenuation (the NIST tables they use),
 projection (DXA pose, areal density, femoral-neck box and total-hip region), tscore (NHANES III
 reference, WHO class, uncertainty). :func:`measure` runs them on a CT and its femur labels and
 returns the ``bmd`` block: ``{"calibration": {...}, "left": {...}, "right": {...}}``, each side
@@ -18,7 +20,18 @@ import SimpleITK as sitk
 
 from femurscreen.bmd.calibration import KVP_TAG, Calibration, calibrate
 from femurscreen.bmd.projection import Projection, project_side
-from femurscreen.bmd.tscore import LABEL, REFERENCE_SOURCE, SEE_G_CM2, grade
+from femurscreen.bmd.site import (
+    SiteCalibration,
+    SiteChoice,
+    SiteEntry,
+    check_site_calibration,
+    choose_entry,
+    load_site_calibration,
+    scan_tags,
+    set_site_calibration,
+    site_on,
+)
+from femurscreen.bmd.tscore import LABEL, LABEL_SITE, REFERENCE_SOURCE, SEE_G_CM2, grade
 from femurscreen.errors import InputError
 from femurscreen.hu import METAL_IN_MASK_HU
 from femurscreen.labels import LEFT, RIGHT
@@ -33,12 +46,18 @@ __all__ = [
     "BMD_VERSION",
     "Calibration",
     "Projection",
+    "SiteCalibration",
+    "SiteEntry",
     "calibrate",
     "check_kvp",
+    "check_site_calibration",
     "header_kvp",
+    "load_site_calibration",
     "measure",
     "project_side",
     "set_kvp",
+    "set_site_calibration",
+    "site_calibration",
 ]
 
 
@@ -90,31 +109,69 @@ def _label_box(lab: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(slice(int(v[0]), int(v[-1]) + 1) for v in nz)
 
 
+def site_calibration(
+    ct: sitk.Image,
+    kvp: float | None = None,
+    site: SiteCalibration | None = None,
+) -> Calibration:
+    """The calibration of one CT: with a site calibration (``site``, or the one
+    :func:`set_site_calibration` recorded on the image) whose entry fits the scan, the energy
+    is the entry's; else the phantomless fit (the block says which, and why)."""
+    hu = sitk.GetArrayViewFromImage(ct)
+    if kvp is None:
+        kvp = header_kvp(ct)
+    choice: SiteChoice | None = None
+    recorded = site_on(ct) if site is None else site
+    if recorded is not None:
+        tags = scan_tags(ct)
+        tags["kvp"] = kvp
+        choice = choose_entry(list(recorded.entries), tags, recorded.file)
+    if choice is not None and choice.entry is not None:
+        e = choice.entry
+        cal = calibrate(
+            hu, ct.GetSpacing(), kvp=choice.kvp, fixed_energy=(e.energy_kev, e.energy_sd_kev)
+        )
+        cal.source = "site"
+        cal.method = (
+            "site calibration: effective energy from the scanner's K2HPO4 rods phantom "
+            f"({e.describe()}, {e.energy_kev:.2f} +- {e.energy_sd_kev:.2f} keV; asynchronous, "
+            "Brown 2017), HU scale and offset from this scan's air/fat/muscle, then K2HPO4 in "
+            "muscle at that energy, on the 120 kVp scale"
+        )
+    else:
+        cal = calibrate(hu, ct.GetSpacing(), kvp=kvp)
+    if choice is not None:
+        cal.site = choice.as_dict()
+        cal.flags.extend(choice.flags)
+    return cal
+
+
 def measure(
     ct: sitk.Image,
     labels: sitk.Image,
     side_status: dict[str, str] | None = None,
     keep_images: bool = False,
     kvp: float | None = None,
+    site: SiteCalibration | None = None,
 ) -> dict:
     """The ``bmd`` block of one CT. ``side_status`` (e.g. from the segmentation) marks sides
     that must not be graded (anything but "ok"); ``keep_images`` adds the Projection objects
     under ``"_projections"`` for pictures (not JSON); ``kvp`` the tube voltage (default: the
-    image's DICOM header's, if any; else the energy is fitted from a 120 kVp prior)."""
+    image's DICOM header's, if any; else the energy is fitted from a 120 kVp prior); ``site``
+    site calibration entries (default: those :func:`set_site_calibration` put on the image)."""
     hu = sitk.GetArrayViewFromImage(ct)
     lab = sitk.GetArrayViewFromImage(labels)
-    if kvp is None:
-        kvp = header_kvp(ct)
-    cal = calibrate(hu, ct.GetSpacing(), kvp=kvp)
+    cal = site_calibration(ct, kvp=kvp, site=site)
     out: dict = {
         "version": BMD_VERSION,
-        "label": LABEL,
+        "label": LABEL_SITE if cal.source == "site" else LABEL,
         "reference": REFERENCE_SOURCE,
         "see_g_cm2": SEE_G_CM2,
         "calibration": cal.as_dict(),
     }
     projections = {}
     box = _label_box(lab)
+    site_flags = [f for f in cal.flags if f.startswith("site_")]
     for side, value in SIDE_VALUES.items():
         status = (side_status or {}).get(side, Status.OK)
         if status != Status.OK:
@@ -147,7 +204,9 @@ def measure(
             "th_t_score": graded["th_t_score"],
             "who_class": graded["who_class"],
             "t_score_sd": graded["t_score_sd"],
-            "flags": [*proj.flags, *graded["flags"]],
+            # a site file that was not used (or not verified) concerns every number of the side
+            "flags": [*proj.flags, *graded["flags"], *site_flags],
+            "calibration_source": cal.source,
             "projection": proj.summary(),
         }
         out[side] = side_out

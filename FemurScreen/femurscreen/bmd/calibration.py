@@ -125,6 +125,10 @@ class Calibration:
     fat_visceral_hu: float | None = None
     contrast_ml: float = 0.0
     flags: list[str] = field(default_factory=list)
+    # "phantomless" (energy from the tissues and the kVp prior) or "site" (energy fixed at a
+    # site calibration's rods-phantom fit, femurscreen.bmd.site); ``site``: which entry, why
+    source: str = "phantomless"
+    site: dict | None = None
     method: str = (
         "effective-energy fit (Michalski 2020) of air/fat/muscle to NIST attenuation, then "
         "K2HPO4 in muscle at that energy, on the 120 kVp scale"
@@ -265,15 +269,25 @@ class EnergyFit(TypedDict):
     at_edge: bool  # the energy at an end of ENERGY_GRID_KEV
 
 
-def fit_energy(observed: dict[str, float], kvp: float | None = None) -> EnergyFit:
+def fit_energy(
+    observed: dict[str, float],
+    kvp: float | None = None,
+    fixed_energy: tuple[float, float] | None = None,
+) -> EnergyFit:
     """The effective-energy fit of tissue peaks (step 3 of the module docstring): energy, its
-    SD and prior, HU scale ``a`` and offset ``b``, and each point's fitted HU."""
+    SD and prior, HU scale ``a`` and offset ``b``, and each point's fitted HU.
+    ``fixed_energy`` (keV, SD): a site calibration's energy, taken as it is (only ``a`` and
+    ``b`` are fitted; the SD is the site fit's)."""
     names = list(observed)
     obs = np.array([observed[n] for n in names], dtype=np.float64)
     w = np.array([1.0 / TISSUE_SD_HU[n] ** 2 for n in names])
-    prior_e = att.nominal_energy_kev(kvp if kvp is not None else att.REFERENCE_KVP)
-    sd_e = ENERGY_SD_KEV["kvp_known" if kvp is not None else "kvp_unknown"]
-    e = ENERGY_GRID_KEV
+    if fixed_energy is not None:
+        prior_e, sd_e = float(fixed_energy[0]), float(fixed_energy[1])
+        e = np.array([prior_e])
+    else:
+        prior_e = att.nominal_energy_kev(kvp if kvp is not None else att.REFERENCE_KVP)
+        sd_e = ENERGY_SD_KEV["kvp_known" if kvp is not None else "kvp_unknown"]
+        e = ENERGY_GRID_KEV
     model = np.stack([att.tissue_hu(TISSUES[n], e) for n in names], axis=1)  # (E, points)
     model[:, [i for i, n in enumerate(names) if n == "air"]] = -1000.0  # scanners set air
     wa, wb = 1.0 / SCALE_PRIOR[1] ** 2, 1.0 / OFFSET_PRIOR_HU**2
@@ -293,7 +307,7 @@ def fit_energy(observed: dict[str, float], kvp: float | None = None) -> EnergyFi
     # SD from the curvature of the misfit (a chi-square: 1 unit = 1 SD^2), +- 1 keV around
     j = np.abs(e - e[i]) <= 1.0
     curv = np.polyfit(e[j] - e[i], cost[j], 2)[0] if j.sum() >= 3 else 0.0
-    sd = float(1.0 / np.sqrt(curv)) if curv > 0 else float(sd_e)
+    sd = float(1.0 / np.sqrt(curv)) if curv > 0 and fixed_energy is None else float(sd_e)
     return {
         "energy_kev": float(e[i]),
         "energy_sd_kev": sd,
@@ -301,7 +315,7 @@ def fit_energy(observed: dict[str, float], kvp: float | None = None) -> EnergyFi
         "a": float(a[i]),
         "b": float(b[i]),
         "fitted": dict(zip(names, fitted[i].tolist(), strict=True)),
-        "at_edge": bool(i == 0 or i == e.size - 1),
+        "at_edge": fixed_energy is None and bool(i == 0 or i == e.size - 1),
     }
 
 
@@ -322,10 +336,14 @@ def _density_map(energy: float, a: float, b: float) -> tuple[float, float, np.nd
 
 
 def calibrate(
-    hu: np.ndarray, spacing_xyz: tuple[float, float, float], kvp: float | None = None
+    hu: np.ndarray,
+    spacing_xyz: tuple[float, float, float],
+    kvp: float | None = None,
+    fixed_energy: tuple[float, float] | None = None,
 ) -> Calibration:
     """Calibrate a CT given as an HU array (k, j, i) with its spacing (x, y, z) in mm;
-    ``kvp`` the tube voltage when known (the DICOM header's), which narrows the energy."""
+    ``kvp`` the tube voltage when known (the DICOM header's), which narrows the energy;
+    ``fixed_energy`` (keV, SD) a site calibration's energy, used instead of fitting one."""
     sx, sy, sz = spacing_xyz
     spacing_zyx = (float(sz), float(sy), float(sx))
     small, voxel_ml = _coarse(hu, spacing_zyx)
@@ -399,7 +417,7 @@ def calibrate(
             f"muscle {obs['muscle']:.0f} HU)"
         )
         return cal
-    fit = fit_energy(obs, kvp)
+    fit = fit_energy(obs, kvp, fixed_energy)
     energy, a, b = fit["energy_kev"], fit["a"], fit["b"]
     energy_sd = fit["energy_sd_kev"]
     cal.energy_kev, cal.energy_sd_kev = energy, energy_sd

@@ -45,9 +45,16 @@ def save_figure(result: dict, projections: dict, out: str | Path, title: str = "
     ax.set_ylabel(f"120 kVp HU (x {cal['mg_per_hu']:.2f} = mg/cm³ K2HPO4)")
     if cal.get("energy_kev") is not None:
         kvp = f"{cal['kvp']:.0f} kVp" if cal.get("kvp") else "kVp unknown"
+        site = cal.get("site") or {}
+        source = (
+            "site calibration"
+            if cal.get("source") == "site"
+            else "phantomless" + (f", site file {site['status']}" if site else "")
+        )
         ax.set_title(
-            f"calibration {cal['status']}: {cal['energy_kev']:.1f} ± {cal['energy_sd_kev']:.1f} "
-            f"keV ({kvp})\nbone {cal['density_slope_mg_cm3_per_hu']:.3f} mg/cm³ per HU "
+            f"calibration {cal['status']} ({source}): {cal['energy_kev']:.1f} ± "
+            f"{cal['energy_sd_kev']:.1f} keV ({kvp})\n"
+            f"bone {cal['density_slope_mg_cm3_per_hu']:.3f} mg/cm³ per HU "
             f"{cal['density_intercept_mg_cm3']:+.1f}",
             fontsize=9,
         )

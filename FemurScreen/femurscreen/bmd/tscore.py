@@ -28,6 +28,7 @@ REFERENCE = {
 REFERENCE_SOURCE = "NHANES III white women 20-29 (Looker et al., Osteoporos Int 1998;8:468)"
 SEE_G_CM2 = 0.044  # CTXA vs DXA (Cann et al. 2014)
 LABEL = "CT-derived estimate (not a DXA measurement; phantomless calibration, not validated)"
+LABEL_SITE = "CT-derived estimate (not a DXA measurement; site phantom calibration, not validated)"
 
 
 def t_score(abmd_g_cm2: float | None, site: str) -> float | None:

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from femurscreen.cli._options import add_kvp_option, add_scanner_calibration_option
+
 NAME = "bmd"
 HELP = (
     "calibrated hip bone density from CT: phantomless calibration, DXA-like projection, "
@@ -24,12 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="femur label map (1 = left, 2 = right) on the CT's grid; default: segment the CT "
         "with the default engine first",
     )
-    parser.add_argument(
-        "--kvp",
-        type=float,
-        help="tube voltage of the scan (default: the DICOM header's, if any); narrows the "
-        "calibration's effective energy, which a NIfTI file cannot tell",
-    )
+    add_kvp_option(parser)
+    add_scanner_calibration_option(parser)
     parser.add_argument("--json", type=Path, help="write the result as JSON to this file")
     parser.add_argument(
         "--png", type=Path, help="write a picture of the projections, ROIs and calibration"
@@ -38,7 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from femurscreen.atomic import check_output_file, write_text
-    from femurscreen.bmd import check_kvp, measure
+    from femurscreen.bmd import (
+        check_kvp,
+        check_site_calibration,
+        measure,
+        set_site_calibration,
+    )
     from femurscreen.errors import InputError, NoFemurError
     from femurscreen.io.ctio import read_ct
     from femurscreen.io.labelio import read_labels
@@ -49,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if args.png:
         check_output_file(args.png, (".png",), option="--png", what="picture")
     check_kvp(args.kvp)
+    site = check_site_calibration(args.scanner_calibration) if args.scanner_calibration else None
     ct = read_ct(args.ct)
+    if site is not None:
+        set_site_calibration(ct, site)
     side_status = None
     if args.mask:
         labels = read_labels(args.mask, reference=ct)
@@ -93,14 +99,24 @@ def format_result(result: dict) -> str:
         f"{p['name']} {p['observed_hu'] if p['observed_hu'] is not None else '-'}"
         for p in cal["points"]
     )
+    site = cal.get("site")
+    source = cal.get("source", "phantomless")
     lines = [
-        f"calibration: {cal['status']}{' (' + cal['reason'] + ')' if cal['reason'] else ''}",
-        f"  tissue peaks (HU): {pts}; effective energy {cal.get('energy_kev')} keV "
+        f"calibration: {cal['status']} ({source})"
+        f"{' (' + cal['reason'] + ')' if cal['reason'] else ''}",
+        f"  tissue peaks (HU): {pts}; effective energy {cal.get('energy_kev')} +- "
+        f"{cal.get('energy_sd_kev')} keV "
         f"(kVp {cal.get('kvp') or 'unknown'}); density {cal.get('density_slope_mg_cm3_per_hu')} "
         f"mg/cm3 {cal.get('material', 'K2HPO4')} per HU + {cal.get('density_intercept_mg_cm3')}",
-        f"{'side':<6} {'status':<12} {'FN g/cm2':>9} {'TH g/cm2':>9} {'FN T':>6} {'TH T':>6}"
-        "  WHO class     flags",
     ]
+    if site:
+        lines.append(f"  site calibration {site['file']}: {site['status']}: {site['note']}")
+    if cal.get("flags"):
+        lines.append(f"  calibration flags: {', '.join(cal['flags'])}")
+    lines.append(
+        f"{'side':<6} {'status':<12} {'FN g/cm2':>9} {'TH g/cm2':>9} {'FN T':>6} {'TH T':>6}"
+        "  WHO class     flags"
+    )
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-"

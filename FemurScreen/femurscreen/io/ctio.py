@@ -51,6 +51,14 @@ FORMATS = (
 _FORMAT_NAMES = {"NiftiImageIO": "NIfTI", "NrrdImageIO": "NRRD", "MetaImageIO": "MetaImage"}
 _CT_MODALITIES = {"CT", "OT", ""}  # OT: "other", used by some exports of CT
 _SLICE_STEP_TOLERANCE = 0.05  # relative deviation of a DICOM slice step from the spacing
+# carried from a DICOM series onto the image: what the calibrated density (bmd) needs to know
+# of the scanner: the tube voltage (the energy prior) and the key of a site calibration entry
+SCANNER_TAGS = (
+    "0018|0060",  # KVP
+    "0008|0070",  # Manufacturer
+    "0008|1090",  # Manufacturer's Model Name
+    "0018|1210",  # Convolution Kernel
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,11 @@ def as_ct_pixel_type(image: sitk.Image) -> sitk.Image:
     target = sitk.sitkInt16 if fits and integral else sitk.sitkFloat32
     if image.GetPixelID() == target:
         return image
-    return sitk.Cast(image, target)
+    cast = sitk.Cast(image, target)
+    for tag in SCANNER_TAGS:  # a cast keeps no metadata; the density needs these
+        if image.HasMetaDataKey(tag):
+            cast.SetMetaData(tag, image.GetMetaData(tag))
+    return cast
 
 
 def dicom_series(folder: str | Path) -> list[DicomSeries]:
@@ -259,9 +271,9 @@ def _read_series(
             image = reader.Execute()
         except RuntimeError as exc:
             raise _unreadable(folder, exc) from None
-    kvp_tag = "0018|0060"  # tube voltage: the calibrated density's energy prior (bmd)
-    if reader.HasMetaDataKey(0, kvp_tag):
-        image.SetMetaData(kvp_tag, reader.GetMetaData(0, kvp_tag).strip(" \x00"))
+    for tag in SCANNER_TAGS:
+        if reader.HasMetaDataKey(0, tag):
+            image.SetMetaData(tag, reader.GetMetaData(0, tag).strip(" \x00"))
     damaged = _damaged_dicom_files(folder, in_folder)
     if image.GetDimension() == 3 and image.GetSize()[2] > 1:
         _check_slice_positions(folder, series, reader, image, damaged)

@@ -133,6 +133,13 @@ class Scanner:
         out = np.where(h > x[-1], y[-1] + self.scale * bone * (h - x[-1]), out)
         return np.where(h < x[0], y[0] + self.scale * (h - x[0]), out)
 
+    def solution_hu(self, mg_cm3: np.ndarray | float) -> np.ndarray:
+        """HU this scanner writes for water with ``mg_cm3`` of K2HPO4 dissolved in it (a
+        calibration phantom's rod; water displaced as above): not a reference-HU mixture, so
+        not :meth:`hu` (bone there is K2HPO4 in soft tissue, a rod K2HPO4 in water)."""
+        c = np.asarray(mg_cm3, dtype=np.float64)
+        return self.scale * c * _mineral_hu_per_mg(self.kev) + self.offset
+
     def apply(self, field: np.ndarray) -> None:
         """Map a float32 reference-HU field in place, slab by slab (memory stays small)."""
         if self.is_identity:
