@@ -39,6 +39,7 @@ IMPORT_NAME = {
     "torch": "torch",
     "highdicom": "highdicom",
     "pydicom": "pydicom",
+    "PyMaxflow": "maxflow",
 }
 
 
@@ -120,7 +121,8 @@ def test_stage_split():
     segment_classical = dependencies.requirements_for("classical", stage="segment")
     segment_vbnet = dependencies.requirements_for("vbnet", stage="segment")
     grade = dependencies.requirements_for("classical", stage="grade")
-    assert segment_classical == ()
+    assert _names(segment_classical) == {"PyMaxflow"}  # the min-cut at the hip joint
+    assert {str(r) for r in segment_classical} == {"PyMaxflow>=1.3"}
     assert _names(segment_vbnet) == {"torch", "safetensors"}
     assert {"pyradiomics-bhklab", "scikit-learn", "skops", "pandas"} <= _names(grade)
     assert not {"torch", "safetensors"} & _names(grade)
@@ -132,11 +134,13 @@ def test_stage_split():
     assert not dependencies.satisfies(
         "2.4.4", next(r for r in export if r.name == "pydicom").specifier
     )
-    assert not _names(export) & (_names(grade) | _names(segment_vbnet))
+    assert not _names(export) & (_names(grade) | _names(segment_vbnet) | _names(segment_classical))
     assert _names(dependencies.requirements_for("vbnet")) == (
         _names(segment_vbnet) | _names(grade) | _names(export)
     )
-    assert _names(dependencies.requirements_for("classical")) == _names(grade) | _names(export)
+    assert _names(dependencies.requirements_for("classical")) == (
+        _names(segment_classical) | _names(grade) | _names(export)
+    )
     # an engine this module does not know gets everything, so nothing is missed
     assert _names(dependencies.requirements_for("future-engine")) == _names(
         dependencies.REQUIREMENTS

@@ -6,7 +6,11 @@ through the same pipeline as ``femurscreen segment`` (post-processing included),
 them with ``evaluate-seg``. Prints one table per engine and a summary; JSON per engine.
 
     python scripts/compare_seg_engines.py [--work output/seg-compare] [--cases 20]
-        [--engines classical vbnet] [--direction lps]
+        [--engines classical vbnet] [--direction lps] [--joint ...] [--no-joint-mincut]
+
+``--joint hard`` scores phantoms whose hip joints are as hard as on real CT (their own folder);
+``--no-joint-mincut`` runs the classical engine without its min-cut at the joint (the A/B
+measurement of issue 11; predictions and JSON get a ``-nocut`` suffix).
 """
 
 from __future__ import annotations
@@ -32,19 +36,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--direction", default="lps", help="phantom --direction (lps)")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--joint", choices=("normal", "hard"), default="normal")
+    parser.add_argument("--no-joint-mincut", action="store_true")
     args = parser.parse_args(argv)
+    suffix = "-nocut" if args.no_joint_mincut else ""
+    if args.no_joint_mincut:
+        from femurscreen.segmentation.classical import femur
 
-    cohort = args.work / f"phantoms-{args.direction}"
+        femur.JOINT_MINCUT = False
+
+    joint = "" if args.joint == "normal" else f"-{args.joint}"
+    cohort = args.work / f"phantoms-{args.direction}{joint}"
     if not (cohort / "cohort.csv").is_file():
         cmd = [sys.executable, "-m", "femurscreen", "phantom", str(cohort)]
         cmd += ["--cases", str(args.cases), "--seed", str(args.seed)]
-        cmd += ["--direction", args.direction]
+        cmd += ["--direction", args.direction, "--joint", args.joint]
         subprocess.run(cmd, check=True)
     cases = sorted(p for p in cohort.iterdir() if (p / "ct.nii.gz").is_file())[: args.cases]
 
     summary = {}
     for engine in args.engines:
-        pred_dir = args.work / f"pred-{args.direction}-{engine}"
+        pred_dir = args.work / f"pred-{args.direction}{joint}-{engine}{suffix}"
         pred_dir.mkdir(parents=True, exist_ok=True)
         seconds = []
         for case in cases:
@@ -57,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds.append(time.perf_counter() - t0)
             write_labels(result.labels, pred_dir / f"{case.name}.nii.gz")
         report = evaluate_seg(
-            pred_dir, cohort, json_path=args.work / f"{engine}-{args.direction}.json"
+            pred_dir, cohort, json_path=args.work / f"{engine}{suffix}-{args.direction}{joint}.json"
         )
         print(f"\n== {engine} ({len(cases)} phantoms, seed {args.seed}, {args.direction})")
         print(format_seg_table(report))

@@ -7,7 +7,7 @@ question is asked through a callback that the widget supplies, so this module ha
 
 Requirements are split by stage, so that *Segment* does not wait for what only grading needs:
 ``requirements_for(engine, stage="segment")`` is what that engine's segmentation imports (the
-classical engine: nothing beyond what Slicer ships; VB-Net: torch and safetensors),
+classical engine: PyMaxflow for the min-cut at the hip joint; VB-Net: torch and safetensors),
 ``stage="grade"`` what features and the classifier import, ``stage="export"`` what the DICOM
 SEG/SR export imports (highdicom, which needs pydicom 3: Slicer 5.10 ships pydicom 2.4.4, so
 that export upgrades it and asks for a restart), ``stage="all"`` everything.
@@ -94,6 +94,13 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         stage="export",
     ),
     Requirement(
+        "PyMaxflow",
+        ">=1.3",
+        "min-cut between femur and pelvis at the hip joint (classical segmentation)",
+        stage="segment",
+        engines=("classical",),
+    ),
+    Requirement(
         "safetensors", ">=0.4", "segmentation network weights", stage="segment", engines=("vbnet",)
     ),
     Requirement(
@@ -163,8 +170,8 @@ def resolve_engine(engine: str) -> str:
 def requirements_for(engine: str = "default", *, stage: str = "all") -> tuple[Requirement, ...]:
     """What ``stage`` needs with segmentation ``engine``.
 
-    ``"segment"``: what that engine's segmentation imports (classical: nothing beyond what
-    Slicer ships; vbnet: torch and safetensors). ``"grade"``: features and classifier.
+    ``"segment"``: what that engine's segmentation imports (classical: PyMaxflow; vbnet:
+    torch and safetensors). ``"grade"``: features and classifier.
     ``"export"``: the DICOM SEG/SR export. ``"all"``: everything. An engine this module does
     not know (or ``default`` when the core cannot be imported) gets every engine's
     requirements, so nothing is missed.

@@ -6,6 +6,13 @@ Three ideas, each for a reason:
   on 256 rays) can, and femoral heads are spheres to within about a millimetre. On coarse
   grids (>= ``COARSE_SPACING_MM``) the fit itself is less certain (and arthritic heads are
   less round), so only the ball's core is forced and the joint-space prior is softer.
+- Just outside the ball on the socket side (up to 10 mm; on coarse grids also the ball's
+  forced-core margin), a minimum cut (Krčah et al. 2011) has the last word on femur versus
+  pelvis: the boundary is the cheapest surface, cheap in soft tissue and along dark plates
+  (the joint space, by Hessian sheetness), dear through bone, with a weak pull toward the
+  sphere. The ball itself stays femur: letting the cut trim it too scored better on phantoms
+  but once thinned a head so much that the wrong-bone guard took the trochanter for the head
+  and the femur was lost. Not where metal is in the crop (its streaks are plates of their own).
 - Outside the ball, a seeded watershed splits femur from pelvis. Femur seeds: the ball, bone
   along the neck axis just outside it, bone well lateral and below it (trochanters, shaft).
   Pelvis seeds: bone beside the ball away from the neck (acetabulum), above it and medial to
@@ -48,6 +55,17 @@ COARSE_SPACING_MM = 2.5  # at or above: the sphere is less certain, force only i
 COARSE_CORE_MARGIN_MM = 3.0  # forced femur core: the ball minus this
 COARSE_RIDGE_HEIGHT = 4.0  # a softer joint-space prior
 JOINT_OFFSET_MM = 1.5
+# the min-cut at the joint (``joint_mincut``, Krčah et al. 2011): a band around the ball's socket
+# side. Measured with and without it (issue 11): phantoms with no joint space at 3 mm Dice
+# 0.909 -> 0.916, 20 held-out phantoms unchanged, the real CT's metamorphic variants >= 0.90
+JOINT_MINCUT = True
+CUT_BAND_IN_MM = 5.0  # the band's inner edge (the fitted ball itself stays femur, see above)
+CUT_BAND_OUT_MM = 10.0  # the ball plus this on the socket side is the band's outer edge
+CUT_SOCKET_COS = -0.2  # band: directions within about 100 degrees of the socket axis
+CUT_EPS = 0.02  # cost of cutting between soft-tissue voxels (bone costs 1)
+CUT_SHEET_GAIN = 0.9  # a dark sheet (joint space) lowers the cost by up to this fraction
+CUT_PRIOR = 0.5  # pull toward the fitted sphere per voxel (per mm of spacing)
+CUT_PRIOR_RAMP_MM = 3.0  # the pull grows over this depth from the sphere (+ JOINT_OFFSET_MM)
 
 
 def crop_box(head: HeadSphere) -> tuple[np.ndarray, np.ndarray]:
@@ -254,15 +272,128 @@ def segment_femur(
         )
     )
     region = domain & (flooded == 1)
+    pelvis = domain & (flooded == 2)
+    metal = array > METAL_HU
+    # not beside metal: its streaks draw bright and dark plates of their own
+    cut = JOINT_MINCUT and not metal.any()
+    if cut:
+        region = joint_mincut(smooth, domain, region, pelvis, femur_seed, pelvis_seed, grid, head)
+        pelvis = domain & ~region
     region = _component_with(region, ball)
     filled = fill_femur(region, spacing, outside)
     femur = peel_to_half_max(filled, half_max_bone(smooth, spacing), spacing, outside)
     femur = _component_with(femur | ball, ball)
     # implants: metal touching the femur is part of the femur as it lies in the scan
-    metal = array > METAL_HU
     if metal.any():
-        femur = _with_implant(femur, metal, domain & (flooded == 2), spacing, outside)
+        femur = _with_implant(femur, metal, pelvis, spacing, outside)
     return femur if outside is None else femur & ~outside
+
+
+def sheetness(smooth: np.ndarray, spacing: float, where: np.ndarray | None = None) -> np.ndarray:
+    """Krčah's sheetness (Krčah et al. 2011) of ``smooth``: +1 in bright plates (cortex),
+    -1 in dark plates (the joint space between head and acetabulum), near 0 elsewhere.
+
+    Hessian eigenvalues at one scale (1 mm, at least 0.6 voxel) sorted by magnitude
+    |l1| <= |l2| <= |l3|; a plate has one large eigenvalue. ``where``: the voxels that need
+    it (0 elsewhere); the eigen-decomposition is most of the cost. The noise scale is the
+    Hessian's norm over the whole array, so it does not depend on ``where``.
+    """
+    sigma = max(1.0 / spacing, 0.6)
+    where = np.ones(smooth.shape, dtype=bool) if where is None else where
+    hess = np.empty((int(where.sum()), 3, 3), dtype=np.float32)
+    norm2 = np.zeros(smooth.shape, dtype=np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            d = ndi.gaussian_filter(smooth, sigma, order=order)
+            norm2 += d * d * (1.0 if i == j else 2.0)
+            hess[:, i, j] = hess[:, j, i] = d[where]
+    gamma = max(float(np.percentile(np.sqrt(norm2), 95)) * 0.5, 1e-6)
+    lam = np.linalg.eigvalsh(hess)
+    lam = np.take_along_axis(lam, np.argsort(np.abs(lam), axis=-1), axis=-1)
+    l1, l2, l3 = np.abs(lam[:, 0]), np.abs(lam[:, 1]), lam[:, 2]
+    a3 = np.maximum(np.abs(l3), 1e-6)
+    r_sheet = l2 / a3
+    r_tube = l1 / np.maximum(l2 * a3, 1e-6) ** 0.5
+    noise2 = norm2[where]
+    out = np.zeros(smooth.shape, dtype=np.float32)
+    out[where] = (
+        -np.sign(l3)
+        * np.exp(-(r_sheet**2) / (2 * 0.5**2))
+        * np.exp(-(r_tube**2) / (2 * 0.5**2))
+        * (1.0 - np.exp(-noise2 / (2 * gamma**2)))
+    )
+    return out
+
+
+def joint_mincut(
+    smooth: np.ndarray,
+    domain: np.ndarray,
+    femur: np.ndarray,
+    pelvis: np.ndarray,
+    femur_seed: np.ndarray,
+    pelvis_seed: np.ndarray,
+    grid: Grid,
+    head: HeadSphere,
+) -> np.ndarray:
+    """Re-split femur from pelvis where the head meets the acetabulum by a minimum cut.
+
+    Krčah et al. 2011: the cut between two touching bones is cheap where the image shows a
+    dark plate (the joint space, negative sheetness) and in soft tissue, dear through bright
+    bone. The graph is a crop around the ball's socket side (a band from ``CUT_BAND_IN_MM``
+    inside the fitted sphere to ``CUT_BAND_OUT_MM`` outside it); outside the band the
+    watershed's split stands and is the cut's boundary condition. The femur seeds (the ball,
+    or on coarse grids its core) stay femur, so the cut decides only outside them. Edge costs
+    are per face and the sphere prior per voxel times the spacing, so the balance is the same
+    on every grid. Only the band's bounding box becomes a graph (about 10^5 nodes per side at
+    1.2 mm). Returns the new femur.
+    """
+    import maxflow  # type: ignore[import-untyped]
+
+    spacing = float(grid.spacing[0])
+    dx, dy, dz, dist = _head_frame(grid, head)
+    r = head.radius
+    axis = np.array([-head.lateral, 0.0, 1.0]) / np.sqrt(2.0)
+    cos = (dx * axis[0] + dz * axis[2]) / np.maximum(dist, 1e-6)
+    band = (dist >= r - CUT_BAND_IN_MM) & (dist <= r + CUT_BAND_OUT_MM) & (cos > CUT_SOCKET_COS)
+    if not (band & domain).any():
+        return femur
+    idx = np.argwhere(band)
+    lo = np.maximum(idx.min(axis=0) - 1, 0)
+    hi = np.minimum(idx.max(axis=0) + 2, np.array(band.shape))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    b_band, b_domain = band[box], domain[box]
+    b_dist = np.broadcast_to(dist, band.shape)[box]
+    b_smooth = smooth[box]
+    sheet = sheetness(b_smooth, spacing, ndi.binary_dilation(b_band) & b_domain)
+    cost = np.where(
+        b_domain, CUT_EPS + 1.0 - CUT_SHEET_GAIN * np.maximum(-sheet, 0.0), CUT_EPS
+    ).astype(np.float64)
+    graph = maxflow.Graph[float]()
+    nodes = graph.add_grid_nodes(cost.shape)
+    for k in range(3):
+        structure = np.zeros((3, 3, 3))
+        structure[tuple(2 if i == k else 1 for i in range(3))] = 1.0
+        nxt = np.roll(cost, -1, axis=k)
+        graph.add_grid_edges(nodes, weights=0.5 * (cost + nxt), structure=structure, symmetric=True)
+    big = 1e9
+    # femur: the ball (its core on coarse grids), its seeds, the watershed's femur outside
+    source = (b_dist < r - CUT_BAND_IN_MM) | femur_seed[box] | (femur[box] & ~b_band)
+    sink = (pelvis_seed[box] | (pelvis[box] & ~b_band)) & ~source
+    depth = (b_dist - r - JOINT_OFFSET_MM) / CUT_PRIOR_RAMP_MM
+    prior = np.where(b_band & b_domain, CUT_PRIOR * spacing, 0.0)
+    graph.add_grid_tedges(
+        nodes,
+        np.where(source, big, prior * np.clip(-depth, 0.0, 1.0)),  # cost of "pelvis"
+        np.where(sink, big, prior * np.clip(depth, 0.0, 1.0)),  # cost of "femur"
+    )
+    graph.maxflow()
+    femur_side = ~graph.get_grid_segments(nodes)
+    out = femur.copy()
+    out[box] = np.where(b_band, femur_side & b_domain, femur[box])
+    return out
 
 
 def _with_implant(
