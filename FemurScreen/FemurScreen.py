@@ -20,6 +20,7 @@ from FemurScreenLib.logic import (
     PanelState,
     density_text,
     flag_words,
+    quality_text,
 )
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
@@ -122,6 +123,7 @@ class FemurScreenParameterNode:
     segmentLeft: bool = True
     segmentRight: bool = True
     autoRecompute: bool = True
+    checkQuality: bool = True  # the segmentation quality signal (a second engine's opinion)
 
 
 #
@@ -151,6 +153,8 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
         self._observedSegmentation = None
         self._writingSegments = False
         self._effectFactory = None
+        self.qualityCheckBox = None
+        self._qualityGuiTag = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -168,6 +172,7 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.probabilityPlotWidget.setMRMLPlotViewNode(self.logic.plot_view_node())
         self.ui.progressBar.hide()
+        self._addQualityCheckBox()
         # Effects registered after this panel was built (other extensions, startup order)
         # appear in the embedded editor too, as the Segment Editor module does it.
         self._effectFactory = slicer.qSlicerSegmentEditorEffectFactory.instance()
@@ -204,6 +209,30 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
             )
         self._updateModelBanner()
         self.initializeParameterNode()
+
+    def _addQualityCheckBox(self) -> None:
+        """The opt-out of the segmentation quality signal, in the segmentation form below the
+        engine (made here, not in the .ui; bound to ``checkQuality`` in setParameterNode)."""
+        box = qt.QCheckBox(_("Check the masks with a second engine"))
+        box.checked = True
+        box.toolTip = _(
+            "After segmenting, segment again with the other engine and show how well the two "
+            "masks agree (Dice) beside each side's result; below 0.85 the side is flagged "
+            "'review segmentation'. Costs one more segmentation (a few seconds). Without "
+            "PyTorch the VB-Net cannot give its opinion: the panel then says so."
+        )
+        self.qualityCheckBox = box
+        form = self.ui.engineComboBox.parentWidget().layout()  # the .ui's inputsFormLayout
+        try:  # the row above the Segment button (which spans both columns)
+            row = next(
+                r
+                for r in range(form.rowCount())
+                if (item := form.itemAt(r, qt.QFormLayout.SpanningRole)) is not None
+                and item.widget() == self.ui.segmentButton
+            )
+            form.insertRow(row, "", box)
+        except Exception:  # another layout than the .ui's form: at its end
+            form.addWidget(box)
 
     def onEffectRegistered(self, name=None) -> None:
         self.ui.segmentEditorWidget.updateEffectList()
@@ -243,6 +272,9 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+            if self._qualityGuiTag is not None:
+                self._parameterNode.disconnectGui(self._qualityGuiTag)
+                self._qualityGuiTag = None
             self.removeObserver(
                 self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons
             )
@@ -272,9 +304,16 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
             self.removeObserver(
                 self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons
             )
+        if self._parameterNode and self._qualityGuiTag is not None:
+            self._parameterNode.disconnectGui(self._qualityGuiTag)
+            self._qualityGuiTag = None
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            if self.qualityCheckBox is not None:
+                self._qualityGuiTag = self._parameterNode.connectParametersToGui(
+                    {"checkQuality": self.qualityCheckBox}
+                )
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._updateButtons()
 
@@ -348,7 +387,9 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
             return
         target = self._targetSegmentation(p.outputSegmentation)
         self._recomputeTimer.stop()
-        error = self.state.start_segmentation(p.inputVolume, p.engine, sides, target)
+        error = self.state.start_segmentation(
+            p.inputVolume, p.engine, sides, target, quality=p.checkQuality
+        )
         if error:
             self.ui.statusLabel.text = _("Could not start the segmentation.")
             slicer.util.errorDisplay(_("Could not start the segmentation.") + "\n\n" + error)
@@ -442,13 +483,23 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
             )
         self._showResult(outcome.result)
 
-    def _ensureDependencies(self, engine: str, stage: str) -> bool:
-        """Offer to install what ``stage`` ("segment", "grade" or "export") needs."""
+    def _ensureDependencies(self, engine: str, stage: str, automatic: bool = False) -> bool:
+        """Offer to install what ``stage`` ("segment", "grade" or "export") needs.
+
+        ``automatic`` (the recompute after an edit): never a dialog there, only the status line
+        saying what to press; a dialog after every brush stroke would make editing impossible.
+        """
         from FemurScreenLib import dependencies
 
         needed = self.logic.missing_packages(engine, stage)
         if not needed:
             return True
+        if automatic:
+            names = ", ".join(dict.fromkeys(str(m.requirement) for m in needed))
+            self.ui.statusLabel.text = _(
+                "Python packages missing ({names}): press Recompute to install them."
+            ).format(names=names)
+            return False
         waiting = []
 
         def confirm(text, details):
@@ -504,7 +555,7 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
 
     def onAutoRecompute(self) -> None:
         if self._parameterNode and self._parameterNode.autoRecompute:
-            self._startGrading()
+            self._startGrading(automatic=True)
 
     def onRecompute(self) -> None:
         if self.state.grading:  # the button says "Cancel" while a grading runs
@@ -514,12 +565,13 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
             return
         self._startGrading()
 
-    def _startGrading(self) -> None:
-        """Features and classification in a background process (the panel stays usable)."""
+    def _startGrading(self, automatic: bool = False) -> None:
+        """Features and classification in a background process (the panel stays usable);
+        ``automatic``: started by an edit, not a button (no installation dialog)."""
         p = self._parameterNode
         if not (p and p.inputVolume and p.outputSegmentation) or self.state.segmenting:
             return
-        if not self._ensureDependencies(p.engine, "grade"):
+        if not self._ensureDependencies(p.engine, "grade", automatic):
             self.state.cancel_grading()
             self._showResult(None)
             return
@@ -549,6 +601,13 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
             density = density_text(side, result.result)  # recomputed with every grading
             if density:
                 label.text += "<br>" + html.escape(density)
+            check = quality_text(side, result.result)  # "edited" once a person changed it
+            if check:
+                low = "review_segmentation" in (result.result.get(side) or {}).get("flags", [])
+                escaped = html.escape(check)
+                label.text += "<br>" + (
+                    f"<b style='color:#b06000'>{escaped}</b>" if low else escaped
+                )
         self.ui.resultsTableView.setMRMLTableNode(result.results_table)
         self.ui.featuresTableView.setMRMLTableNode(result.features_table)
         self.ui.probabilityPlotWidget.mrmlPlotViewNode().SetPlotChartNodeID(result.chart.GetID())
@@ -564,7 +623,9 @@ class FemurScreenWidget(ReloadsPackages, ScriptedLoadableModuleWidget, VTKObserv
     @staticmethod
     def _sideText(side: str, info: dict) -> str:
         title = _("Left femur") if side == "left" else _("Right femur")
-        flags = "; ".join(flag_words(info.get("flags") or []))
+        # review_segmentation: the mask-check line below says it, with the number
+        shown = [f for f in info.get("flags") or [] if f != "review_segmentation"]
+        flags = "; ".join(flag_words(shown))
         if info.get("graded"):
             predicted = info.get("predicted") or ""
             p = (info.get("probabilities") or {}).get(predicted)

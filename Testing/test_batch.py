@@ -65,6 +65,7 @@ def test_batch_grades_phantoms_and_records_the_corrupt_file(first_run: dict) -> 
         total = graded[["p_normal", "p_osteopenia", "p_osteoporosis"]].sum(axis=1)
         assert ((total - 1).abs() < 1e-6).all()
         assert graded["predicted"].isin(["normal", "osteopenia", "osteoporosis"]).all()
+        _check_quality_columns(case, out / f"phantom{index}" / "result.json")
     corrupt = summary[summary["case_id"] == "corrupt"]
     assert (corrupt["status"] == "error").all()
     assert corrupt["error"].str.contains("truncated|corrupt", case=False).all()
@@ -73,6 +74,56 @@ def test_batch_grades_phantoms_and_records_the_corrupt_file(first_run: dict) -> 
     assert not (out / "corrupt").exists()
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no half-written folders
     assert f"{N_PHANTOMS + 1}/{N_PHANTOMS + 1} cases (1 failed" in first_run["log"]
+
+
+def _check_quality_columns(case: pd.DataFrame, result_json: Path) -> None:
+    """The summary's seg_quality / seg_quality_method are result.json's per side (the quality
+    signal is on by default in batch, as in screen)."""
+    import importlib.util
+
+    result = json.loads(result_json.read_text(encoding="utf-8"))
+    method = "dice_with_vbnet" + ("" if importlib.util.find_spec("torch") else "_unavailable")
+    for _, row in case.iterrows():
+        info = result[row["side"]]
+        if info["status"] == "not_found":
+            assert pd.isna(row["seg_quality"]) and pd.isna(row["seg_quality_method"])
+            continue
+        assert row["seg_quality_method"] == info["quality_method"] == method
+        if info["quality"] is None:
+            assert pd.isna(row["seg_quality"])
+        else:
+            assert 0.0 <= row["seg_quality"] <= 1.0
+            assert row["seg_quality"] == pytest.approx(info["quality"], abs=1e-9)
+
+
+def test_no_quality_and_options_checked_before_any_case(cts: Path, tmp_path: Path) -> None:
+    """``batch --no-quality``: the summary's quality columns stay empty; a bad ``--kvp`` or
+    ``--scanner-calibration`` file is refused before any case runs and nothing is written."""
+    single = tmp_path / "in"
+    single.mkdir()
+    shutil.copy(cts / "phantom1.nii.gz", single / "phantom1.nii.gz")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    bad = tmp_path / "bad"
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["batch", str(single), "--out", str(bad), "--kvp", "9"])
+    assert code == 1 and "--kvp 9 is not a CT tube voltage" in stderr.getvalue()
+    assert not bad.exists()
+    site = tmp_path / "site.json"
+    site.write_text("[]", encoding="utf-8")
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["batch", str(single), "--out", str(bad), "--scanner-calibration", str(site)])
+    assert code == 1 and "not a FemurScreen site calibration" in stderr.getvalue()
+    assert not bad.exists()
+    out = tmp_path / "plain"
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["batch", str(single), "--out", str(out), "--no-quality", "--kvp", "120"])
+    assert code == 0, stderr.getvalue()
+    summary = _summary(out)
+    assert list(summary.columns) == list(SUMMARY_COLUMNS)
+    assert summary["seg_quality"].isna().all() and summary["seg_quality_method"].isna().all()
+    assert summary["graded"].any()
+    result = json.loads(next(out.glob("*/result.json")).read_text(encoding="utf-8"))
+    assert result["bmd"]["calibration"]["kvp"] == 120.0
 
 
 def test_second_run_skips_finished_cases(first_run: dict, cts: Path) -> None:

@@ -287,6 +287,36 @@ def test_label_and_case_checks_of_the_cohort_path(table, tmp_path):
         train_classifier_from_cohort(cohort_csv, out_dir=tmp_path / "m", features_csv=partial)
 
 
+def test_cli_train_refuses_a_bad_cohort_with_what_to_do(table, tmp_path, capsys):
+    """A bad cohort or bad numbers: exit 1 and one line saying what is wrong and what to do,
+    never a traceback, and no model folder written."""
+    features, labels = table
+    features_csv = tmp_path / "FEATURES.csv"
+    features.to_csv(features_csv, index=False)
+    cohort_csv = tmp_path / "cohort.csv"
+    pd.DataFrame(
+        {"case_id": labels.index, "ct": "scans/x.nii.gz", "mask": "x-seg.nii.gz", "t_score": "",
+         "bone_status": list(labels)}
+    ).to_csv(cohort_csv, index=False)  # fmt: skip
+    model = tmp_path / "model"
+    given = ["--features", str(features_csv)]
+    cases = [
+        (cohort_csv, [*given, "--folds", "1", "1"], "at least 2 outer and 2 inner folds"),
+        (cohort_csv, [*given, "--repeats", "0"], "--repeats must be at least 1"),
+        (cohort_csv, [], "image file(s) that do not exist"),  # extraction would need them
+        (tmp_path / "nowhere.csv", [], "cohort CSV not found"),
+    ]
+    for cohort, extra, message in cases:
+        code = main(["train-classifier", str(cohort), "--out", str(model), *extra])
+        err = capsys.readouterr().err
+        assert code == 1, (message, err)
+        assert message in err and "Traceback" not in err, err
+        assert not model.exists()
+    code = main(["train-classifier", str(cohort_csv), "--out", str(model)])
+    err = capsys.readouterr().err
+    assert str(tmp_path / "scans" / "x.nii.gz") in err  # names the file, resolved
+
+
 def test_cli_train_then_classify(table, tmp_path, capsys):
     features, labels = table
     features = features.copy()

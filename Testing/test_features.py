@@ -510,6 +510,31 @@ def test_bmd_columns_come_last_empty_when_not_graded_and_are_no_features(tmp_pat
     assert not set(feature_columns(table.columns)) & set(BMD_COLUMNS)
 
 
+def test_quality_columns_follow_the_density_and_are_no_features(tmp_path):
+    """The segmentation quality (seg_quality, seg_quality_method) comes after the density
+    columns in features.csv, whatever order the row had; a model never takes it for a feature,
+    and an unknown quality is an empty cell, not a number."""
+    from femurscreen.classifier.columns import feature_columns
+    from femurscreen.output.columns import BMD_COLUMNS, QUALITY_COLUMNS
+
+    common = {"status": "ok", "error": "", "radiomics_params_sha256": "0" * 64}
+    rows = [
+        {"seg_quality": 0.912, "seg_quality_method": "dice_with_vbnet", "case_id": "a",
+         "side": "right", **common, "original_firstorder_Mean": 3.0,
+         **dict.fromkeys(BMD_COLUMNS)},
+        {"seg_quality": None, "seg_quality_method": "edited", "case_id": "a", "side": "left",
+         **common, "original_firstorder_Mean": 4.0, **dict.fromkeys(BMD_COLUMNS)},
+    ]  # fmt: skip
+    out = write_features_csv(rows, tmp_path / "features.csv")
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == [
+        *LEADING_COLUMNS, "original_firstorder_Mean", *BMD_COLUMNS, *QUALITY_COLUMNS
+    ]  # fmt: skip
+    assert float(table.loc[0, "seg_quality"]) == 0.912
+    assert table.loc[1, "seg_quality"] == "" and table.loc[1, "seg_quality_method"] == "edited"
+    assert not set(feature_columns(table.columns)) & set(QUALITY_COLUMNS)
+
+
 def _write_case(folder: Path, ct: sitk.Image, labels: sitk.Image) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(ct, str(folder / "ct.nii.gz"))

@@ -420,14 +420,15 @@ def test_features_csv_and_summary_carry_the_calibrated_density(real_run: dict) -
     side (not graded) has them empty."""
     import pandas as pd
     from femurscreen.grading import SUMMARY_COLUMNS, summary_rows
-    from femurscreen.output.columns import BMD_COLUMNS
+    from femurscreen.output.columns import BMD_COLUMNS, QUALITY_COLUMNS
 
     out: Path = real_run["out"]
     result = json.loads((out / "result.json").read_text(encoding="utf-8"))
     bmd = result["bmd"]["right"]
     assert bmd["status"] == "ok" and bmd["who_class"] in {"normal", "osteopenia", "osteoporosis"}
     table = pd.read_csv(out / "features.csv")
-    assert list(table.columns[-len(BMD_COLUMNS) :]) == list(BMD_COLUMNS)
+    trailing = (*BMD_COLUMNS, *QUALITY_COLUMNS)  # the density, then the mask check
+    assert list(table.columns[-len(trailing) :]) == list(trailing)
     right = table.set_index("side").loc["right"]
     for key in BMD_COLUMNS:
         if bmd[key] is None:  # e.g. total hip on this scan: its field of view ends too high
@@ -442,6 +443,66 @@ def test_features_csv_and_summary_carry_the_calibrated_density(real_run: dict) -
     assert {k: rows["right"][k] for k in BMD_COLUMNS} == {k: bmd[k] for k in BMD_COLUMNS}
     assert result["bmd"]["left"]["status"] != "ok"
     assert all(rows["left"][k] is None for k in BMD_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# The segmentation quality signal (on by default): result.json, features.csv, summary, report
+
+
+def test_real_ct_quality_signal_reaches_every_output(real_run: dict) -> None:
+    """``screen`` checks each found side's mask against the other engine by default: a Dice in
+    [0, 1] in result.json, the same number in features.csv, the summary rows and the report's
+    card, the terminal line, and what it cost inside "segment"."""
+    import importlib.util
+    import re
+
+    import pandas as pd
+    from femurscreen.grading import summary_rows
+    from femurscreen.segmentation.pipeline import REVIEW_QUALITY
+
+    out: Path = real_run["out"]
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    if importlib.util.find_spec("torch") is None:  # .venv-312: no second engine there
+        assert result["right"]["quality_method"] == "dice_with_vbnet_unavailable"
+        return
+    rows = {row["side"]: row for row in summary_rows(result["case"], result)}
+    report = (out / "report.html").read_text(encoding="utf-8")
+    for side in ("right", "left"):  # the implant side is not graded, its mask still checked
+        info = result[side]
+        quality = info["quality"]
+        assert info["quality_method"] == "dice_with_vbnet"
+        assert isinstance(quality, float) and 0.0 <= quality <= 1.0
+        assert ("review_segmentation" in info["flags"]) == (quality < REVIEW_QUALITY)
+        assert rows[side]["seg_quality"] == quality
+        assert rows[side]["seg_quality_method"] == "dice_with_vbnet"
+        assert f"Dice {quality:.2f}" in report or f"agree only {quality:.2f}" in report
+    features = pd.read_csv(out / "features.csv").set_index("side")
+    assert features.loc["right", "seg_quality"] == pytest.approx(result["right"]["quality"])
+    assert features.loc["right", "seg_quality_method"] == "dice_with_vbnet"
+    low = result["right"]["quality"] < REVIEW_QUALITY
+    card = re.search(r'<p class="quality( low)?"><strong>Segmentation check', report)
+    assert card is not None and bool(card.group(1)) == low
+    assert "mask:" in real_run["stdout"]
+    seconds = result["models"]["segmentation"]["quality_seconds"]
+    assert 0 < seconds <= result["timing_s"]["segment"]
+    assert result["right"]["graded"] is True  # the check informs; it never blocks grading
+
+
+def test_no_quality_option_skips_the_second_engine(tmp_path: Path, real_ct_path: Path) -> None:
+    """``screen --no-quality``: no second segmentation, no number, no method, no review flag;
+    the grading is the default run's."""
+    out = tmp_path / "case"
+    code, stdout, stderr = run_cli("screen", str(real_ct_path), "--out", str(out), "--no-quality")
+    assert code == 0, stderr
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    for side in ("right", "left"):
+        assert result[side]["quality"] is None and result[side]["quality_method"] is None
+        assert "review_segmentation" not in result[side]["flags"]
+    assert "quality_seconds" not in result["models"]["segmentation"]
+    assert result["right"]["graded"] is True
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "engine-agreement check was turned off" in report
+    assert "mask:" not in stdout  # nothing to say on the terminal
 
 
 def test_report_shows_the_calibrated_density(real_run: dict) -> None:
@@ -554,3 +615,40 @@ def test_kvp_option_reaches_the_density_of_a_nifti(tmp_path: Path) -> None:
         "calibration"
     ]
     assert calibration["kvp"] == 100.0 and "kvp_unknown" not in calibration["flags"]
+
+
+def test_scanner_calibration_option_reaches_the_density(tmp_path: Path) -> None:
+    """``screen --scanner-calibration FILE``: a site file (written by the site module's own
+    writer) is used for the density of a NIfTI (no scanner tags: the entry's kVp is assumed,
+    flagged); a file that is no site calibration is refused before any work, nothing written."""
+    from femurscreen.bmd.site import SiteEntry, update_site_file
+
+    phantom = (
+        Path(__file__).resolve().parents[1]
+        / "FemurScreen/Resources/SampleData/femurscreen_phantom_ct.nii.gz"
+    )
+    bad = tmp_path / "not-a-site.json"
+    bad.write_text('{"format": "something else"}', encoding="utf-8")
+    code, _out, err = run_cli(
+        "screen", str(phantom), "--out", str(tmp_path / "bad"), "--scanner-calibration", str(bad)
+    )
+    assert code == 1 and "not a FemurScreen site calibration" in err, err
+    assert not (tmp_path / "bad").exists()
+    entry = SiteEntry(
+        manufacturer="ACME", model="Scan 1", kvp=120.0, kernel="B30f", energy_kev=68.0,
+        energy_sd_kev=1.0, hu_scale=1.0, hu_offset=0.0, date="2026-01-01",
+    )  # fmt: skip
+    site, _ = update_site_file(tmp_path / "site.json", entry)
+    out = tmp_path / "case"
+    code, _out, err = run_cli(
+        "screen", str(phantom), "--out", str(out), "--scanner-calibration", str(site),
+        "--no-quality",
+    )  # fmt: skip
+    assert code == 0, err
+    calibration = json.loads((out / "result.json").read_text(encoding="utf-8"))["bmd"][
+        "calibration"
+    ]
+    assert calibration["source"] == "site"
+    assert calibration["site"]["status"] == "used" and calibration["site"]["file"] == "site.json"
+    assert "site_kvp_unverified" in calibration["flags"]
+    assert str(tmp_path) not in (out / "result.json").read_text(encoding="utf-8")

@@ -28,10 +28,11 @@ vtk = pytest.importorskip("vtk")
 
 from femurscreen.labels import CLASSES, LEFT, RIGHT, SIDE_COLORS  # noqa: E402
 from femurscreen.resources import resource_dir  # noqa: E402
+from femurscreen.segmentation.pipeline import QUALITY_EDITED, REVIEW_QUALITY  # noqa: E402
 from FemurScreenLib import segments as seg_io  # noqa: E402
 from FemurScreenLib import tables, volume_convert  # noqa: E402
 from FemurScreenLib.background import BackgroundProcess  # noqa: E402
-from FemurScreenLib.logic import ENGINE_CHOICES, FemurScreenLogic  # noqa: E402
+from FemurScreenLib.logic import ENGINE_CHOICES, FemurScreenLogic, quality_text  # noqa: E402
 from slicer_harness import start_slicer_core  # noqa: E402
 
 # ---------------------------------------------------------------------------- fixtures
@@ -388,6 +389,37 @@ def test_results_table_shows_t_scores_beside_the_probabilities(scene):
     assert _column(features, "feature") == ["f_a"]
 
 
+def test_results_table_and_panel_line_show_the_mask_check(scene):
+    """The results table's "Mask check" column holds each side's quality (empty when there is
+    none), and the panel's line says in words what the number, or its absence, means."""
+    from FemurScreenLib.logic import display_row
+
+    result = {
+        "right": {"status": "ok", "graded": True, "quality": 0.572,
+                  "quality_method": "dice_with_vbnet", "flags": ["review_segmentation"]},
+        "left": {"status": "implant", "graded": False, "quality": 0.912,
+                 "quality_method": "dice_with_vbnet", "flags": ["implant"]},
+    }  # fmt: skip
+    rows = [display_row(s, result[s]) for s in ("right", "left")]
+    table = tables.results_table(scene, rows)
+    assert "two engines" in table.GetColumnTitle("seg_quality")
+    assert _column(table, "seg_quality") == [pytest.approx(0.572), pytest.approx(0.912)]
+    assert quality_text("right", result).startswith("Mask check: check this mask")
+    assert "0.57" in quality_text("right", result)
+    assert quality_text("left", result) == (
+        "Mask check: engines agree: Dice 0.91 (with the vbnet engine)"
+    )
+    missing = {"right": {"status": "ok", "quality": None,
+                         "quality_method": "dice_with_vbnet_unavailable"}}  # fmt: skip
+    assert "vbnet engine is not available here" in quality_text("right", missing)
+    edited = {"right": {"status": "ok", "quality": None, "quality_method": QUALITY_EDITED}}
+    assert "edited by hand" in quality_text("right", edited)
+    assert "turned off" in quality_text("right", {"right": {"status": "ok"}})
+    assert quality_text("left", {"left": {"status": "not_found"}}) == ""  # no mask, no check
+    empty = tables.results_table(scene, [display_row("right", missing["right"])])
+    assert math.isnan(_column(empty, "seg_quality")[0])
+
+
 def test_parameter_node_is_a_singleton_with_the_module_name(scene):
     logic = FemurScreenLogic(scene)
     node = logic.getParameterNode()
@@ -541,6 +573,18 @@ def test_process_writes_a_new_coded_segmentation_of_the_real_ct(segmented, real_
     info = logic.segmentation_info(node)
     assert set(info["sides"]) == {"left", "right"}
     assert not logic.is_edited(node)
+    # The quality signal is on by default: a Dice with the VB-Net per side, or, where torch is
+    # missing (.venv-312), "unavailable" with no number; never a failed segmentation.
+    for side in ("left", "right"):
+        found = info["sides"][side]
+        if importlib.util.find_spec("torch") is None:
+            assert found["quality"] is None
+            assert found["quality_method"] == "dice_with_vbnet_unavailable"
+        else:
+            assert found["quality_method"] == "dice_with_vbnet"
+            assert 0.0 <= found["quality"] <= 1.0
+            low = found["quality"] < REVIEW_QUALITY
+            assert ("review_segmentation" in found["flags"]) == low
 
 
 def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_path):
@@ -556,6 +600,11 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
         p = first.result[side]["probabilities"]
         assert math.isclose(sum(p.values()), 1.0, abs_tol=1e-6)
     _assert_density_shown(first)
+    info = logic.segmentation_info(node)
+    for name in ("left", "right"):  # the segmentation's quality, carried into the result
+        assert first.result[name]["quality"] == info["sides"][name]["quality"]
+        assert first.result[name]["quality_method"] == info["sides"][name]["quality_method"]
+    _assert_quality_shown(first)
 
     side = graded[0]
     segment_id = seg_io.side_segment_ids(node)[side][0]
@@ -582,6 +631,19 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
     p1, p2 = first.result[side]["probabilities"], second.result[side]["probabilities"]
     assert any(not math.isclose(p1[c], p2[c], abs_tol=1e-9) for c in CLASSES)
     _assert_density_shown(second)  # the density was measured again on the edited mask
+    # The edited mask is the annotator's now: no engine's agreement number describes it; the
+    # side nobody touched keeps its engine's number and flag.
+    assert second.result[side]["quality"] is None
+    assert second.result[side]["quality_method"] == QUALITY_EDITED
+    assert "review_segmentation" not in second.result[side]["flags"]
+    assert "edited by hand" in quality_text(side, second.result)
+    other = "left" if side == "right" else "right"
+    for key in ("quality", "quality_method"):
+        assert second.result[other][key] == first.result[other][key] == info["sides"][other][key]
+    assert ("review_segmentation" in second.result[other]["flags"]) == (
+        "review_segmentation" in first.result[other]["flags"]
+    )
+    _assert_quality_shown(second)
 
     # Exports: CSV (one row per side), result.json in the CLI's format, the HTML report.
     csv_path = logic.export_csv(second, tmp_path / "femur.csv")
@@ -589,6 +651,11 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
 
     frame = pd.read_csv(csv_path)
     assert list(frame["side"]) == ["left", "right"]
+    by_side = frame.set_index("side")
+    assert pd.isna(by_side.loc[side, "seg_quality"])
+    assert by_side.loc[side, "seg_quality_method"] == QUALITY_EDITED
+    if second.result[other]["quality"] is not None:
+        assert by_side.loc[other, "seg_quality"] == pytest.approx(second.result[other]["quality"])
     for side, t in zip(frame["side"], frame["fn_t_score"], strict=True):
         expected = second.result["bmd"][side]["fn_t_score"]
         assert (math.isnan(t) and expected is None) or t == pytest.approx(expected)
@@ -606,7 +673,7 @@ def test_compute_then_edit_changes_features_and_probabilities(segmented, tmp_pat
 def test_an_edit_that_leaves_no_femur_is_not_graded(segmented):
     """An edit that leaves no valid femur on a side: that side reports why, nothing raises."""
     logic, volume, _, _ = segmented
-    node = logic.process(volume)
+    node = logic.process(volume, quality=False)
     first = logic.compute(volume, node)
     side = next(s for s in ("right", "left") if first.result[s]["graded"])
     segment_id = seg_io.side_segment_ids(node)[side][0]
@@ -623,6 +690,15 @@ def test_an_edit_that_leaves_no_femur_is_not_graded(segmented):
     row = ["left", "right"].index(side)
     assert math.isnan(_column(third.results_table, "fn_t_score")[row])
     _assert_density_shown(third)
+
+
+def _assert_quality_shown(shown) -> None:
+    """The results table's mask-check column is the result's quality, side by side."""
+    sides = _column(shown.results_table, "side")
+    for side, value in zip(sides, _column(shown.results_table, "seg_quality"), strict=True):
+        expected = shown.result[side]["quality"]
+        assert (math.isnan(value) and expected is None) or value == pytest.approx(expected)
+    assert "seg_quality" not in _column(shown.features_table, "feature")
 
 
 def _assert_density_shown(shown) -> None:
@@ -651,6 +727,14 @@ def test_background_segmentation_matches_in_process(segmented):
     ours = seg_io.read_labels(background, volume).labels
     reference = seg_io.read_labels(node, volume).labels
     assert np.array_equal(ours == RIGHT, reference == RIGHT)
+    # the child process ran the quality check too (segment --quality), with the same answer
+    there = logic.segmentation_info(background)["sides"]["right"]
+    here = logic.segmentation_info(node)["sides"]["right"]
+    assert there["quality_method"] == here["quality_method"] is not None
+    if here["quality"] is None:  # no second engine here (.venv-312)
+        assert there["quality"] is None
+    else:
+        assert there["quality"] == pytest.approx(here["quality"], abs=2e-3)
 
 
 @pytest.mark.parametrize("kind", ["segmentation", "grading"])
@@ -697,7 +781,7 @@ def test_demo_segmentation_weights_are_labelled_in_the_node_and_the_result(core,
     # The classical engine misses the heads of this 3 mm phantom (the wrong-bone guard then
     # refuses its trochanter-only masks: test_wrong_bone.py), so its run uses the real CT.
     real = _load_volume(core.scene, real_ct_path, "real CT for classical")
-    plain = logic.process(real, engine="classical")
+    plain = logic.process(real, engine="classical", quality=False)
     assert logic.segmentation_info(plain)["model"] == {}  # no learned weights, nothing to flag
 
 
@@ -717,7 +801,7 @@ def _comparable(result: dict) -> dict:
 def test_background_grading_equals_in_process_on_the_real_ct(segmented):
     """The GUI's grading (a child process) gives exactly what compute() gives in-process."""
     logic, volume, _, _ = segmented
-    node = logic.process(volume)  # fresh: other tests edit the module's shared segmentation
+    node = logic.process(volume, quality=False)  # fresh: others edit the shared segmentation
     here = logic.compute(volume, node)
     job = logic.start_grading(volume, node)
     assert job.wait(timeout=300) == 0, job.error_message()
@@ -824,7 +908,7 @@ def test_failed_recompute_clears_the_stale_result(core, real_ct_path, tmp_path):
     # Its own volume: tests with the `scene` fixture empty the module's shared scene.
     volume = _load_volume(core.activate().scene, real_ct_path, "stale result")
     logic = FemurScreenLogic(core.scene)
-    node = logic.process(volume)
+    node = logic.process(volume, quality=False)
     state = PanelState(logic)
     assert state.start_grading(volume, node) is None
     running = state.controls(volume=True, segmentation=True, sides=True)
@@ -987,7 +1071,7 @@ def test_export_dicom_seg_and_sr_of_the_edited_segmentation(core, dicom_files, t
     assert [p.name for p in logic.dicom_source_files(volume, database)] == sorted(
         p.name for p in dicom_files
     )
-    node = logic.process(volume, engine="classical")
+    node = logic.process(volume, engine="classical", quality=False)
     first = logic.compute(volume, node)
     assert first.result["right"]["graded"]  # the left has an implant
     segment_id = seg_io.side_segment_ids(node)["right"][0]

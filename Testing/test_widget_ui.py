@@ -136,6 +136,31 @@ def test_bound_widgets_match_typed_parameters():
             raise AssertionError(f"no parameter connector for {cls} ({widget})")
 
 
+def test_quality_check_box_is_bound_and_reaches_the_segmentation():
+    """The "check the masks with a second engine" box (made in code, in the Segment form) is
+    bound to the bool parameter ``checkQuality`` (default on, as in ``screen``) through
+    Slicer's ``connectParametersToGui`` and released with ``disconnectGui``; the Segment
+    button passes its value to the segmentation, and the panel shows each side's mask check."""
+    fields = _parameter_fields()
+    assert fields.get("checkQuality") == "bool"
+    tree = _module_tree()
+    defaults = {
+        item.target.id: item.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name == "FemurScreenParameterNode"
+        for item in node.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+    assert isinstance(defaults["checkQuality"], ast.Constant) and defaults["checkQuality"].value
+    calls = {ast.unparse(node.func): node for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    bind = calls["self._parameterNode.connectParametersToGui"]
+    assert ast.unparse(bind.args[0]) == "{'checkQuality': self.qualityCheckBox}"
+    assert "self._parameterNode.disconnectGui" in calls
+    start = calls["self.state.start_segmentation"]
+    assert {k.arg: ast.unparse(k.value) for k in start.keywords} == {"quality": "p.checkQuality"}
+    assert "quality_text" in calls  # the per-side "Mask check" line of the panel
+
+
 def test_node_selectors_accept_the_parameter_types():
     fields = _parameter_fields()
     tree = ET.parse(UI_FILE)

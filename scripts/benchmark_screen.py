@@ -10,10 +10,14 @@ resident memory of the process (``ru_maxrss``) is the number reported. Stage tim
 batch worker pays once); "process" is the time from the child's first line to its end and
 "wall" includes starting the interpreter; "cpu" is the child's user + system CPU time (on a
 shared machine it varies less than the wall times). It also says whether torch was imported
-(the classical engine must not need it).
+(the classical engine must not need it; the quality signal's second opinion from the VB-Net
+does). "quality" is the part of "segment" spent on the segmentation quality signal (on by
+default, as in ``screen``; ``--no-quality`` measures without it).
 
     python scripts/benchmark_screen.py                 # makes a phantom once, 3 runs
     python scripts/benchmark_screen.py --ct my_ct.nii.gz --runs 5
+    python scripts/benchmark_screen.py --no-quality    # without the second engine
+    python scripts/benchmark_screen.py --compare --runs 1  # without, then with: the ratio
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ STAGES = (
     "read",
     "load_model",
     "segment",
+    "quality",
     "features",
     "classify",
     "bmd",
@@ -47,13 +52,16 @@ STAGES = (
 )
 
 
-def child(ct: str, out: str, engine: str) -> None:
+def child(ct: str, out: str, engine: str, quality: bool = True) -> None:
     """Runs inside the pinned process: one screen, timings as JSON on stdout."""
     started = time.perf_counter()
     from femurscreen.screening import screen
 
-    result = screen(ct, out, engine=engine)
+    result = screen(ct, out, engine=engine, quality=quality)
     timing = dict(result["timing_s"])
+    seconds = result["models"]["segmentation"].get("quality_seconds")
+    if seconds is not None:  # inside "segment": the second engine's segmentation and the Dice
+        timing["quality"] = seconds
     timing["process"] = round(time.perf_counter() - started, 3)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     timing["cpu"] = round(usage.ru_utime + usage.ru_stime, 3)  # steadier than wall under load
@@ -63,11 +71,12 @@ def child(ct: str, out: str, engine: str) -> None:
     print(json.dumps({**out, "torch": torch}))
 
 
-def run_once(ct: Path, out: Path, cores: int, engine: str) -> dict:
+def run_once(ct: Path, out: Path, cores: int, engine: str, quality: bool = True) -> dict:
     env, pin = pinned(cores)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(ct), str(out), "--engine", engine],
+        [sys.executable, __file__, "--child", str(ct), str(out), "--engine", engine]
+        + ([] if quality else ["--no-quality"]),
         env=env,
         preexec_fn=pin,
         capture_output=True,
@@ -88,28 +97,58 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--engine", default="default")
+    parser.add_argument(
+        "--no-quality",
+        dest="quality",
+        action="store_false",
+        help="screen without the segmentation quality signal (screen --no-quality)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="measure without and with the quality signal (runs alternate) and print the ratio",
+    )
     parser.add_argument("--work", type=Path, help="folder for the phantom and outputs")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--child", nargs=2, metavar=("CT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.engine)
+        child(args.child[0], args.child[1], args.engine, args.quality)
         return 0
 
     work = args.work or Path(tempfile.mkdtemp(prefix="femurscreen-bench-"))
     ct = args.ct or make_abdomen_phantom(work / "phantom")
-    runs = []
+    settings = (False, True) if args.compare else (args.quality,)
+    runs: dict[bool, list[dict]] = {q: [] for q in settings}
     for index in range(args.runs):
-        out = work / f"out{index}"
-        shutil.rmtree(out, ignore_errors=True)
-        runs.append(run_once(ct, out, args.cores, args.engine))
-        print(f"run {index + 1}/{args.runs}: {runs[-1]['timing']['total']:.2f} s", file=sys.stderr)
+        for quality in settings:  # alternating, so a change in machine load hits both alike
+            out = work / f"out{index}{'q' if quality else ''}"
+            shutil.rmtree(out, ignore_errors=True)
+            runs[quality].append(run_once(ct, out, args.cores, args.engine, quality))
+            total = runs[quality][-1]["timing"]["total"]
+            state = "on" if quality else "off"
+            print(f"run {index + 1}/{args.runs}, quality {state}: {total:.2f} s", file=sys.stderr)
+    totals = {q: _table(rs, args, q) for q, rs in runs.items()}
+    if args.compare:
+        ratio = totals[True] / totals[False]
+        print(
+            f"\nquality signal: screen() {totals[False]:.2f} s without, {totals[True]:.2f} s "
+            f"with ({ratio:.2f}x; the second engine's segmentation is the difference)"
+        )
+    if args.json:
+        data = {"runs": {("with" if q else "without") + "_quality": r for q, r in runs.items()}}
+        args.json.write_text(json.dumps({**data, "cores": args.cores}, indent=1) + "\n")
+    return 0
 
+
+def _table(runs: list[dict], args: argparse.Namespace, quality: bool) -> float:
+    """Print one setting's stage table and verdicts; its median screen() time."""
     size = runs[0]["size"]
     print(
         f"\nCT {' x '.join(map(str, size['size']))} voxels, spacing "
         f"{' x '.join(f'{s:.3g}' for s in size['spacing_mm'])} mm; {args.cores} cores; "
-        f"engine {args.engine}; {args.runs} runs (median, min, max)"
+        f"engine {args.engine}, quality signal {'on' if quality else 'off'}; "
+        f"{len(runs)} runs (median, min, max)"
     )
     print(f"{'stage':<12}{'median s':>10}{'min s':>9}{'max s':>9}")
     keys = [k for k in (*STAGES, "process", "cpu", "wall") if k in runs[0]["timing"]]
@@ -124,12 +163,10 @@ def main() -> int:
     verdict_t = "OK" if total <= GOAL_S else "OVER"
     verdict_m = "OK" if peak <= GOAL_GB else "OVER"
     print(
-        f"\ngoal <= {GOAL_S:g} s: screen() {total:.2f} s {verdict_t} (whole process "
+        f"goal <= {GOAL_S:g} s: screen() {total:.2f} s {verdict_t} (whole process "
         f"{process:.2f} s); goal <= {GOAL_GB:g} GB: {peak:.2f} GB {verdict_m}"
     )
-    if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "cores": args.cores}, indent=1) + "\n")
-    return 0
+    return float(total)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,11 @@ GUI, in Slicer's Python console, in the module's self-test and in pytest on ``sl
 Results follow the core's rules (:mod:`femurscreen.screening`): a side whose segmentation found
 a metal implant or a cut by the scan edge is not graded, and a demo model is labelled as such.
 Beside the probabilities each side shows the calibrated density's T-scores and WHO class
-(``result["bmd"]``), labelled a CT-derived estimate, not a DXA, with its uncertainty.
+(``result["bmd"]``), labelled a CT-derived estimate, not a DXA, with its uncertainty, and the
+segmentation quality signal (Dice of the engine's mask with the other engine's, computed when
+segmenting unless ``quality=False``; ``review_segmentation`` when low). A side whose mask a
+person changed (a digest of each side's mask as written is kept in the node's info) is theirs:
+its quality is None with method ``edited``, not recomputed; the other side keeps its number.
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 from femurscreen.errors import FemurScreenError, InputError
-from femurscreen.grading import bmd_numbers, flag_help, summary_rows
+from femurscreen.grading import (
+    bmd_numbers,
+    flag_help,
+    quality_numbers,
+    quality_words,
+    summary_rows,
+)
 from femurscreen.labels import CLASSES, SIDES
 from femurscreen.status import Status
 from femurscreen.values import finite_number, json_safe
@@ -64,6 +74,7 @@ CORE_DIR = Path(__file__).resolve().parents[1]  # the folder that holds the femu
 
 # Node attribute (JSON) with what the segmentation run reported: engine and per-side status.
 SEGMENTATION_INFO_ATTRIBUTE = "FemurScreen.SegmentationInfo"
+MASK_HASH_KEY = "mask_sha256"  # per side in the info: the mask its quality was computed for
 # References from the segmentation node to its outputs, saved with the scene.
 REF_FEATURES = "FemurScreenFeatures"
 REF_RESULTS = "FemurScreenResults"
@@ -93,9 +104,17 @@ class SideInfo:
     status: str = Status.OK
     flags: list[str] = field(default_factory=list)
     volume_ml: float | None = None
+    quality: float | None = None  # segmentation quality signal (None: not computed)
+    quality_method: str | None = None
 
     def as_dict(self) -> dict:
-        return {"status": self.status, "flags": list(self.flags), "volume_ml": self.volume_ml}
+        return {
+            "status": self.status,
+            "flags": list(self.flags),
+            "volume_ml": self.volume_ml,
+            "quality": self.quality,
+            "quality_method": self.quality_method,
+        }
 
     @classmethod
     def of(cls, side: Any) -> SideInfo:
@@ -106,12 +125,34 @@ class SideInfo:
                 status=str(side.get("status", Status.OK)),
                 flags=[str(f) for f in side.get("flags") or []],
                 volume_ml=finite_number(side.get("volume_ml")),
+                **_quality_of(side),
             )
         return cls(
             status=str(side.status),
             flags=[str(f) for f in side.flags],
             volume_ml=finite_number(side.volume_ml),
+            **_quality_of(side),  # rounded as result.json has it, in-process or not
         )
+
+    def edited(self) -> None:
+        """The mask is a person's now: no engine's quality applies to it (and no flag that
+        asked to review the engine's mask)."""
+        from femurscreen.segmentation.pipeline import QUALITY_EDITED
+
+        self.quality, self.quality_method = None, QUALITY_EDITED
+        self.flags = [f for f in self.flags if f != "review_segmentation"]
+
+
+def _side_hash(labels: np.ndarray, side: str) -> str:
+    """A digest of one side's mask (its voxels of the 0/1/2 label array)."""
+    return seg_io.labels_hash(labels == seg_io.SEGMENTS[side].label)
+
+
+def _quality_of(side: Any) -> dict[str, Any]:
+    """A side's segmentation quality and its method (``SideInfo`` field names), as
+    :func:`femurscreen.grading.quality_numbers` gives them for result.json and the tables."""
+    numbers = quality_numbers(side)
+    return {"quality": numbers["seg_quality"], "quality_method": numbers["seg_quality_method"]}
 
 
 @dataclass
@@ -268,6 +309,9 @@ class FemurScreenLogic:
         self.model_dir = model_dir
         self._model = None
         self._model_key: str | None = None
+        # requirement sets found installed: packages do not vanish while Slicer runs, so the
+        # check after every edit (auto-recompute) reads no metadata and offers nothing again
+        self._present: set[tuple[str, ...]] = set()
 
     @property
     def scene(self):
@@ -299,13 +343,17 @@ class FemurScreenLogic:
         sides: Sequence[str] = ALL_SIDES,
         segmentation_node=None,
         progress: Callable[..., None] | None = None,
+        quality: bool = True,
     ):
-        """Segment in this process and write a segmentation node (new unless one is given)."""
+        """Segment in this process and write a segmentation node (new unless one is given).
+
+        ``quality``: also compute each side's segmentation quality signal (a second engine's
+        opinion; when that engine cannot run here the side says so and nothing fails)."""
         from femurscreen.segmentation import segment
 
         sides = _check_sides(sides)
         image = volume_to_image(volume_node)
-        result = segment(image, engine=engine, progress=progress)
+        result = segment(image, engine=engine, progress=progress, quality=quality)
         labels = sitk.GetArrayFromImage(result.labels)
         info = {
             "engine": str(getattr(result, "engine", engine)),
@@ -315,9 +363,14 @@ class FemurScreenLogic:
         return self.apply_labels(volume_node, labels, sides, info, segmentation_node)
 
     def start_segmentation(
-        self, volume_node, engine: str = "default", sides: Sequence[str] = ALL_SIDES
+        self,
+        volume_node,
+        engine: str = "default",
+        sides: Sequence[str] = ALL_SIDES,
+        quality: bool = True,
     ) -> SegmentationJob:
-        """Write the volume to a temporary NRRD and segment it in a child process."""
+        """Write the volume to a temporary NRRD and segment it in a child process
+        (``quality``: with the segmentation quality signal, ``femurscreen segment --quality``)."""
         sides = _check_sides(sides)
         temp_dir = Path(tempfile.mkdtemp(prefix="FemurScreen-"))
         try:
@@ -334,6 +387,7 @@ class FemurScreenLogic:
                 "--engine",
                 engine,
                 "--json",
+                *(["--quality"] if quality else []),
             ]
             process = BackgroundProcess(args, env=child_environment(), cwd=str(temp_dir)).start()
         except Exception:
@@ -405,11 +459,17 @@ class FemurScreenLogic:
         was_modifying = node.StartModify()
         try:
             seg_io.write_segments(node, kept, volume_node, sides)
+            written = seg_io.read_labels(node, volume_node).labels
             info = dict(info)
             info["requested_sides"] = list(sides)
+            # each side's mask as written: its quality describes that mask and no other
+            info["sides"] = {
+                name: {**dict(side or {}), MASK_HASH_KEY: _side_hash(written, name)}
+                for name, side in (info.get("sides") or {}).items()
+            }
             node.SetAttribute(SEGMENTATION_INFO_ATTRIBUTE, json.dumps(info))
             node.SetAttribute(seg_io.CREATED_BY_ATTRIBUTE, f"FemurScreen {info.get('engine', '')}")
-            self.mark_unedited(node, volume_node)
+            node.SetAttribute(seg_io.CONTENT_HASH_ATTRIBUTE, seg_io.labels_hash(written))
         finally:
             node.EndModify(was_modifying)
         return node
@@ -505,10 +565,21 @@ class FemurScreenLogic:
         return dependencies.requirements_for(engine, stage=stage)
 
     def missing_packages(self, engine: str = "default", stage: str = "grade") -> list:
-        """Requirements of ``stage`` for ``engine`` that are absent (metadata only, cheap)."""
+        """Requirements of ``stage`` for ``engine`` that are absent (metadata only, cheap).
+
+        A set of requirements once found installed is not checked again in this session, so
+        the auto-recompute after each edit never re-offers an installation of packages that
+        are there (and reads no package metadata)."""
         from FemurScreenLib import dependencies
 
-        return dependencies.missing(self.requirements_for(engine, stage))
+        requirements = tuple(self.requirements_for(engine, stage))
+        key = tuple(str(r) for r in requirements)
+        if key in self._present:
+            return []
+        needed = dependencies.missing(requirements)
+        if not needed:
+            self._present.add(key)
+        return needed
 
     def check_packages(self, engine: str = "default", stage: str = "grade") -> None:
         """Raise :class:`MissingPackagesError` naming what ``stage`` lacks, before any work."""
@@ -609,11 +680,14 @@ class FemurScreenLogic:
             if side not in masks.segment_ids:
                 sides[side] = None
                 continue
-            found = SideInfo.of(info["sides"].get(side) or {"status": Status.OK})
+            stored = info["sides"].get(side) or {}
+            found = SideInfo.of(stored or {"status": Status.OK})
             count = int((masks.labels == seg_io.SEGMENTS[side].label).sum())
             found.volume_ml = round(count * voxel_ml, 3)
             if count == 0:
                 found.status = Status.NOT_FOUND
+            if stored.get(MASK_HASH_KEY) != _side_hash(masks.labels, side):
+                found.edited()  # changed by a person (or never FemurScreen's): no engine's quality
             sides[side] = found
         if all(s is None or s.status == Status.NOT_FOUND for s in sides.values()):
             raise InputError(
@@ -912,13 +986,18 @@ class PanelState:
 
     # segmentation
 
-    def start_segmentation(self, volume_node, engine: str, sides, target=None) -> str | None:
-        """Start a background segmentation; the error text when it cannot start."""
+    def start_segmentation(
+        self, volume_node, engine: str, sides, target=None, quality: bool = True
+    ) -> str | None:
+        """Start a background segmentation (``quality``: with the quality signal); the error
+        text when it cannot start."""
         if self.segmenting:
             return "a segmentation is already running"
         self.cancel_grading()
         try:
-            self.segmentation_job = self.logic.start_segmentation(volume_node, engine, sides)
+            self.segmentation_job = self.logic.start_segmentation(
+                volume_node, engine, sides, quality
+            )
         except Exception as exc:
             log.exception("FemurScreen: could not start the segmentation")
             self.segmentation_job = None
@@ -1065,10 +1144,18 @@ def display_row(side: str, info: dict, bmd: dict | None = None) -> dict:
         "th_t_score": numbers["th_t_score"],
         "who_class": numbers["who_class"] or "",
         "applicable": info.get("applicable"),
+        "seg_quality": quality_numbers(info)["seg_quality"],
         "volume_ml": info.get("volume_ml"),
         "flags": ", ".join(info.get("flags") or []),
         "note": note,
     }
+
+
+def quality_text(side: str, result: dict) -> str:
+    """One line for the panel: the side's segmentation check in plain words (the report's
+    wording, ``grading.quality_words``); empty for a side with no mask."""
+    words = quality_words(result.get(side) or {})
+    return f"Mask check: {words}" if words else ""
 
 
 def density_text(side: str, result: dict) -> str:

@@ -13,13 +13,17 @@ from collections.abc import Mapping, Sequence
 
 import vtk
 from femurscreen.labels import CLASSES, SIDE_COLORS
-from femurscreen.output.columns import BMD_COLUMNS
+from femurscreen.output.columns import BMD_COLUMNS, QUALITY_COLUMNS
 
-# Columns of a features row that are not features (the density estimate is shown as a result).
+# Columns of a features row that are not features (the density estimate and the segmentation
+# quality are shown as results).
 NON_FEATURE_KEYS = frozenset(
     {"case_id", "side", "status", "error", "radiomics_params_sha256", *BMD_COLUMNS}
+    | set(QUALITY_COLUMNS)
 )
-NUMBER_COLUMNS = frozenset({*(f"p_{c}" for c in CLASSES), "volume_ml", "fn_t_score", "th_t_score"})
+NUMBER_COLUMNS = frozenset(
+    {*(f"p_{c}" for c in CLASSES), "volume_ml", "fn_t_score", "th_t_score", "seg_quality"}
+)
 
 RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("side", "Side"),
@@ -30,6 +34,7 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("th_t_score", "T-score total hip (CT est., not DXA)"),
     ("who_class", "WHO class (CT est.)"),
     ("applicable", "Within training data"),
+    ("seg_quality", "Mask check (Dice of two engines)"),
     ("volume_ml", "Mask volume (ml)"),
     ("flags", "Flags"),
     ("note", "Note"),

@@ -341,6 +341,9 @@ def run_case(
     key: str = "",
     files: tuple[str, ...] = (),
     dicom: bool = False,
+    quality: bool = True,
+    kvp: float | None = None,
+    scanner_calibration: str | None = None,
 ) -> Outcome:
     """Screen one case into ``out_dir/<id>``; never raises for a problem with the case.
 
@@ -350,6 +353,8 @@ def run_case(
     ``screen`` refuses it (exit 1), so the batch must not count it as done either.
     ``files``: a DICOM series spread over folders, linked into one folder to be read.
     ``dicom``: also write the DICOM SEG, SR and report capture (``OUT/<id>/dicom/``).
+    ``quality``, ``kvp``, ``scanner_calibration``: as :func:`femurscreen.screening.screen`'s
+    (checked once by :func:`batch` before any case runs).
     """
     from femurscreen.screening import graded_sides, screen
 
@@ -373,6 +378,9 @@ def run_case(
                 include_identifiers=include_identifiers,
                 case_id=case_id,
                 dicom=dicom,
+                quality=quality,
+                kvp=kvp,
+                scanner_calibration=scanner_calibration,
             )
     except Exception as exc:  # the batch must go on: every failure is recorded, none is lost
         message = (
@@ -494,6 +502,9 @@ def batch(
     dicom: bool = False,
     from_dicomweb: DicomWeb | None = None,
     to_dicomweb: DicomWeb | None = None,
+    quality: bool = True,
+    kvp: float | None = None,
+    scanner_calibration: str | Path | None = None,
 ) -> pd.DataFrame:
     """Screen every case of ``inputs`` into ``out_dir``; return the summary table.
 
@@ -506,6 +517,10 @@ def batch(
     None); each is fetched into a hidden folder of ``out_dir``, screened and the folder removed.
     ``to_dicomweb``: each case's ``dicom/*.dcm`` is stored there (STOW) once screened; a rerun
     stores finished cases that were not stored yet (``batch-index.json`` records it).
+    ``quality``: each case's segmentation quality signal (as ``screen``'s, on by default).
+    ``kvp``: the tube voltage of every case for the calibrated density (replaces a DICOM
+    header's); ``scanner_calibration``: a site's scanner calibration file for every case. Both
+    are checked before anything is written; a finished case is not screened again with them.
 
     The table (also ``out_dir/summary.csv``) has one row per case and side, and one per DICOM
     series not screened (status ``skipped``, with the reason). Its ``attrs`` hold the counts
@@ -515,6 +530,16 @@ def batch(
     """
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}", "use --workers 1 or more")
+    if kvp is not None:  # options that apply to every case fail now, not once per case
+        from femurscreen.bmd import check_kvp
+
+        check_kvp(kvp)
+    calibration = None
+    if scanner_calibration is not None:
+        from femurscreen.bmd import check_site_calibration
+
+        calibration = str(Path(scanner_calibration).expanduser().resolve())
+        check_site_calibration(calibration)
     out_dir = check_output_folder(Path(out_dir).expanduser()).resolve()
     dicom = dicom or from_dicomweb is not None or to_dicomweb is not None
     if from_dicomweb is not None:
@@ -542,6 +567,7 @@ def batch(
             remote,
             from_dicomweb,
             to_dicomweb,
+            options=(quality, kvp, calibration),
         )
         table = run.go(progress)
     table.attrs["demo"] = bool(loaded.demo)
@@ -600,8 +626,10 @@ class _Run:
         remote: dict[int, RemoteSeries],
         source: DicomWeb | None,
         store: DicomWeb | None,
+        options: tuple[bool, float | None, str | None] = (True, None, None),
     ) -> None:
         self.cases, self.skipped, self.out_dir = cases, skipped, out_dir
+        self.options = options  # run_case's quality, kvp, scanner_calibration
         self.workers, self.scheduler, self.engine, self.model = workers, scheduler, engine, model
         self.include_identifiers, self.dicom = include_identifiers, dicom
         self.remote, self.source, self.store = remote, source, store
@@ -642,6 +670,7 @@ class _Run:
                 self.keys[slot],
                 tuple(str(f) for f in case.files),
                 self.dicom,
+                *self.options,
             )
         if jobs:
             if self.scheduler or self.workers > 1:

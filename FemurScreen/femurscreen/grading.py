@@ -31,7 +31,11 @@ import SimpleITK as sitk
 from femurscreen import __version__
 from femurscreen.errors import FemurScreenError
 from femurscreen.labels import CLASSES, SIDES
-from femurscreen.output.columns import BMD_COLUMNS, SUMMARY_COLUMNS  # noqa: F401 (batch)
+from femurscreen.output.columns import (  # noqa: F401 (SUMMARY_COLUMNS: batch)
+    BMD_COLUMNS,
+    QUALITY_COLUMNS,
+    SUMMARY_COLUMNS,
+)
 from femurscreen.status import GRADED_STATUSES, Status
 from femurscreen.values import finite_number, json_safe
 
@@ -122,6 +126,7 @@ def grade(
     report("classify", 0.9)
     with stage("classify", timing):
         predictions = classify_rows(rows, model, classify)
+    add_quality_columns(rows, sides)  # after classifying: the model never sees them
     result = build_result(
         label=label,
         source=source,
@@ -157,6 +162,62 @@ def bmd_numbers(block: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: block.get(key) if graded else None for key in BMD_COLUMNS}
 
 
+def quality_numbers(side: Any) -> dict[str, Any]:
+    """The :data:`QUALITY_COLUMNS` of one side: its segmentation quality (0..1, None when not
+    computed) and how it was obtained (``quality_method``); ``side`` a SideResult-like object
+    or a result.json side dict."""
+    get = side.get if isinstance(side, Mapping) else (lambda k, d=None: getattr(side, k, d))
+    quality = None if side is None else finite_number(get("quality", None))
+    method = None if side is None else get("quality_method", None)
+    return {
+        QUALITY_COLUMNS[0]: None if quality is None else round(quality, 3),
+        QUALITY_COLUMNS[1]: None if method is None else str(method),
+    }
+
+
+def add_quality_columns(rows: list[dict], sides: Mapping[str, Any]) -> None:
+    """Put each side's segmentation quality into its feature row (features.csv)."""
+    for row in rows:
+        row.update(quality_numbers(sides.get(str(row.get("side")))))
+
+
+def quality_words(info: Mapping[str, Any]) -> str | None:
+    """A side's segmentation quality in plain words, for the report, the terminal and the
+    Slicer panel (one wording everywhere); None when the side has no mask to judge.
+
+    ``info``: a result.json side (``quality``, ``quality_method``, ``status``).
+    """
+    from femurscreen.segmentation.pipeline import (
+        QUALITY_EDITED,
+        REVIEW_QUALITY,
+        UNAVAILABLE_SUFFIX,
+    )
+
+    if str(info.get("status") or "") == Status.NOT_FOUND:
+        return None
+    quality = finite_number(info.get("quality"))
+    method = str(info.get("quality_method") or "")
+    other = method.removeprefix("dice_with_").removesuffix(UNAVAILABLE_SUFFIX) or "other"
+    if quality is not None:
+        if quality < REVIEW_QUALITY:
+            return (
+                f"check this mask: the two engines agree only {quality:.2f} (Dice with the "
+                f"{other} engine; below {REVIEW_QUALITY:.2f} asks for a look)"
+            )
+        return f"engines agree: Dice {quality:.2f} (with the {other} engine)"
+    if method == QUALITY_EDITED:
+        return (
+            "mask edited by hand: it is yours now, so no engine agreement is computed "
+            "(check it yourself)"
+        )
+    if method.endswith(UNAVAILABLE_SUFFIX):
+        return (
+            f"segmentation not double-checked: the {other} engine is not available here "
+            "(quality unknown, not low)"
+        )
+    return "segmentation not double-checked (the engine-agreement check was turned off)"
+
+
 def add_bmd_columns(rows: list[dict], bmd: Mapping[str, Any] | None) -> None:
     """Put each side's calibrated-density numbers into its feature row (features.csv)."""
     for row in rows:
@@ -172,6 +233,8 @@ class _Rechecked:
     volume_ml: float | None
     reason: str | None = None
     anatomy: dict | None = None
+    quality: float | None = None
+    quality_method: str | None = None
 
 
 def recheck_anatomy(labels: sitk.Image, sides: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,6 +274,8 @@ def recheck_anatomy(labels: sitk.Image, sides: Mapping[str, Any]) -> dict[str, A
             volume_ml=getattr(side, "volume_ml", None),
             reason=f"after editing: {verdict.reason}",
             anatomy=verdict.to_dict(),
+            quality=getattr(side, "quality", None),
+            quality_method=getattr(side, "quality_method", None),
         )
     return out
 
@@ -317,8 +382,10 @@ def _side_result(name: str, side, features: dict | None, prediction: dict | None
     guard_reason = getattr(side, "reason", None)
     if guard_reason and status not in GRADED_STATUSES and set(flags) & set(GUARD_FLAGS):
         out["reason"] = f"{guard_reason}: side not graded"  # the guard says which check failed
-    out["quality"] = finite_number(getattr(side, "quality", None))
-    out["quality_method"] = getattr(side, "quality_method", None)
+    quality = finite_number(getattr(side, "quality", None))
+    out["quality"] = None if quality is None else round(quality, 3)
+    method = getattr(side, "quality_method", None)
+    out["quality_method"] = None if method is None else str(method)
     if features is not None:
         out["density"] = {
             key[len("density_") :]: finite_number(value)
@@ -432,6 +499,7 @@ def summary_row(case: str, side: str, info: dict, bmd: Mapping[str, Any] | None 
         graded=bool(info.get("graded")),
     )
     row.update(bmd_numbers(bmd))
+    row.update(quality_numbers(info))
     return row
 
 
@@ -463,15 +531,20 @@ class SideStatus:
     status: str
     flags: tuple[str, ...] = ()
     volume_ml: float | None = None
+    quality: float | None = None
+    quality_method: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SideStatus | None:
         if data is None:
             return None
+        method = data.get("quality_method")
         return cls(
             status=str(data.get("status", Status.OK)),
             flags=tuple(str(f) for f in data.get("flags") or ()),
             volume_ml=finite_number(data.get("volume_ml")),
+            quality=finite_number(data.get("quality")),
+            quality_method=None if method is None else str(method),
         )
 
 

@@ -101,6 +101,8 @@ def screen(
     report: bool = True,
     dicom: bool = False,
     kvp: float | None = None,
+    quality: bool = True,
+    scanner_calibration: str | Path | None = None,
 ) -> dict:
     """Screen one CT and write the result folder ``out_dir``; return the result dict.
 
@@ -112,7 +114,11 @@ def screen(
     ``dicom=True`` (DICOM input only) adds SEG, SR and report capture in ``dicom/``; the
     result's ``dicom`` block names them (and the Study Instance UID with identifiers).
     ``kvp``: the scan's tube voltage for the calibrated density, where the file cannot tell
-    (NIfTI); it replaces a DICOM header's.
+    (NIfTI); it replaces a DICOM header's. ``quality``: the per-side segmentation quality
+    signal (agreement with the other engine, ``segmentation.pipeline``; one more segmentation,
+    see README for its cost): ``quality``/``quality_method`` in each side, ``review_segmentation``
+    when low. ``scanner_calibration``: a site's scanner calibration file for the calibrated
+    density (``femurscreen.bmd.set_site_calibration``), checked before any work.
     """
     ct_path = Path(ct_path)
     out_dir = Path(out_dir)
@@ -123,6 +129,11 @@ def screen(
         from femurscreen.bmd import check_kvp
 
         check_kvp(kvp)
+    site = None
+    if scanner_calibration is not None:  # a bad file fails now, before any work or output
+        from femurscreen.bmd import check_site_calibration
+
+        site = check_site_calibration(scanner_calibration)
     timing: dict[str, float] = {}
     started = time.perf_counter()
     with _stage("imports", timing):  # heavy libraries load on first use (once per process)
@@ -140,6 +151,10 @@ def screen(
             from femurscreen.bmd import set_kvp
 
             set_kvp(ct, kvp)
+        if site is not None:  # the file read and checked above, recorded on the image
+            from femurscreen.bmd import set_site_calibration
+
+            set_site_calibration(ct, site)
         if dicom:  # a series that cannot carry a SEG/SR is refused now, not after grading
             from femurscreen.dicom.seg import check_series
             from femurscreen.dicom.series import read_series_headers
@@ -153,7 +168,7 @@ def screen(
             model = load_model(default_model_dir() if model_dir is None else model_dir)
     with _stage("segment", timing):
         try:
-            seg = segment(ct, engine=engine)
+            seg = segment(ct, engine=engine, quality=quality)
         except NoFemurError as exc:
             if exc.path is not None:
                 raise
@@ -177,6 +192,8 @@ def screen(
         timing=timing,
     )
     rows, result = grading.rows, grading.result
+    if "quality" in seg.timing_s:  # what the second opinion cost (inside "segment")
+        result["models"]["segmentation"]["quality_seconds"] = round(seg.timing_s["quality"], 3)
     if include_identifiers:
         result["identifiers"] = read_identifiers(ct_path, series_uid)
 

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from femurscreen.cli._options import add_engine_option, add_model_option
+from femurscreen.cli._options import (
+    add_engine_option,
+    add_kvp_option,
+    add_model_option,
+    add_quality_option,
+    add_scanner_calibration_option,
+)
 
 NAME = "batch"
 HELP = "screen many CTs (folder or CSV) into one folder per case, with a summary.csv"
@@ -73,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or one line user:password); default: the environment variables "
         "FEMURSCREEN_DICOMWEB_USER and FEMURSCREEN_DICOMWEB_PASSWORD. Never put them in the URL",
     )
+    add_kvp_option(parser, every_case=True)
+    add_scanner_calibration_option(parser)
+    add_quality_option(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.epilog = (
         "Finished cases (OUT/<case_id>/ with result.json and report.html) are skipped on a "
@@ -114,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         dicom=args.dicom,
         from_dicomweb=source,
         to_dicomweb=store,
+        quality=args.quality,
+        kvp=args.kvp,
+        scanner_calibration=args.scanner_calibration,
     )
     counts = table.attrs
     if counts.get("demo"):

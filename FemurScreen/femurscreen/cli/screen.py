@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from femurscreen.cli._options import add_engine_option, add_model_option
+from femurscreen.cli._options import (
+    add_engine_option,
+    add_kvp_option,
+    add_model_option,
+    add_quality_option,
+    add_scanner_calibration_option,
+)
 
 NAME = "screen"
 HELP = "screen one CT: segment both proximal femurs, grade bone status, write a report"
@@ -39,13 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(segmentation), sr.dcm (measurement report), report.dcm (report capture), in the "
         "CT's study; they carry the source's patient module, the HTML report does not",
     )
-    parser.add_argument(
-        "--kvp",
-        type=float,
-        help="tube voltage of the scan for the calibrated density (default: the DICOM "
-        "header's, if any); a NIfTI file cannot tell it, and without it the density is less "
-        "certain (see README, Calibrated bone density)",
-    )
+    add_kvp_option(parser)
+    add_scanner_calibration_option(parser)
+    add_quality_option(parser)
     parser.add_argument("--json", action="store_true", help="print result.json to stdout")
 
 
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         series_uid=args.series,
         dicom=args.dicom,
         kvp=args.kvp,
+        quality=args.quality,
+        scanner_calibration=args.scanner_calibration,
     )
     if result.get("demo"):
         from femurscreen.output.report import demo_banner_for
@@ -88,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_summary(result: dict, out: Path) -> str:
-    """A few lines per side for the terminal."""
+    """A few lines per side for the terminal (the mask's quality check when it ran)."""
+    from femurscreen.grading import quality_words
+
     lines = [f"case {result.get('case', '')}"]
     for side in ("right", "left"):
         info = result.get(side) or {}
@@ -99,5 +105,8 @@ def format_summary(result: dict, out: Path) -> str:
             lines.append(f"{side:<5}  {info.get('predicted', ''):<12} ({probs}){note}")
         else:
             lines.append(f"{side:<5}  not graded: {info.get('reason') or info.get('status')}")
+        words = quality_words(info)
+        if words and (info.get("quality") is not None or info.get("quality_method")):
+            lines.append(f"{'':<5}  mask: {words}")
     lines.append(f"report {Path(out) / 'report.html'}")
     return "\n".join(lines)

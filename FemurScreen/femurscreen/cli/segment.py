@@ -14,6 +14,10 @@ HELP = "segment both proximal femurs of a CT into a label map (1 = left, 2 = rig
 EXAMPLE = "femurscreen segment ct.nii.gz --out femur.nii.gz --engine classical"
 ORDER = 20
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # what SimpleITK writes as a label map
+QUALITY_HELP = (
+    "also compare each side's mask with the other engine's (Dice as 'quality', flag "
+    "review_segmentation below 0.85; one more segmentation)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label file to write (.nii.gz, .nrrd, .mha), same geometry as the CT",
     )
     add_engine_option(parser)
+    parser.add_argument("--quality", action="store_true", help=QUALITY_HELP)
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
     )
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, LABEL_SUFFIXES, what="label map")  # before any computation
     ct = read_ct(args.ct)
     try:
-        result = segment(ct, engine=args.engine, progress=_progress)
+        result = segment(ct, engine=args.engine, progress=_progress, quality=args.quality)
     except NoFemurError as exc:  # name the file; nothing is written
         raise NoFemurError(exc.what, exc.fix, args.ct) from None
     out = write_labels(result.labels, args.out)
@@ -60,13 +65,27 @@ def _progress(fraction: float, message: str) -> None:
 
 
 def format_result(report: dict) -> str:
-    """A small table: one line per side (status, volume, flags)."""
+    """A small table: one line per side (status, volume, flags; with ``--quality`` the Dice
+    with the other engine, or why there is none)."""
     lines = [f"{report['mask']}  (engine: {report['engine']})"]
     model = report.get("model") or {}
     if model.get("demo"):
         lines.append(f"*** {model.get('demo_notice') or 'DEMO weights'} ***")
-    lines.append(f"{'side':<6} {'status':<10} {'volume_ml':>9}  flags")
+    checked = any(info.get("quality_method") for info in report["sides"].values())
+    quality = f" {'quality':>8}" if checked else ""
+    lines.append(f"{'side':<6} {'status':<10} {'volume_ml':>9}{quality}  flags")
     for side, info in report["sides"].items():
         flags = ", ".join(info["flags"]) or "-"
-        lines.append(f"{side:<6} {info['status']:<10} {info['volume_ml']:>9.1f}  {flags}")
+        cell = ""
+        if checked:
+            value = info.get("quality")
+            method = str(info.get("quality_method") or "")
+            text = f"{value:.3f}" if value is not None else ("n/a" if method else "-")
+            cell = f" {text:>8}"
+        lines.append(f"{side:<6} {info['status']:<10} {info['volume_ml']:>9.1f}{cell}  {flags}")
+    if checked and any(
+        str(info.get("quality_method") or "").endswith("_unavailable")
+        for info in report["sides"].values()
+    ):
+        lines.append("quality n/a: the other engine cannot run here (no PyTorch or no weights)")
     return "\n".join(lines)

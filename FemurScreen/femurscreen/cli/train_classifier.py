@@ -61,13 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    if args.features is None:  # extraction would turn missing images into error rows only
+        check_cohort_files(args.cohort)
     if args.demo:
         print(f"*** {DEMO_NOTICE} ***", file=sys.stderr)
     out = train_classifier_from_cohort(
         args.cohort,
         out_dir=args.out,
         features_csv=args.features,
-        workers=max(1, args.workers),
+        workers=args.workers,
         seed=args.seed,
         demo=args.demo,
         cache_dir=args.cache,
@@ -88,6 +91,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"  accuracy          {_pm(metrics['accuracy'])}")
     print(f"  balanced accuracy {_pm(metrics['balanced_accuracy'])}")
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse numbers that cross-validation cannot use, before any cohort is read."""
+    outer, inner = args.folds
+    if outer < 2 or inner < 2:
+        raise InputError(
+            f"--folds needs at least 2 outer and 2 inner folds, got {outer} {inner}",
+            "use e.g. --folds 5 3 (the default), or --folds 3 2 for a small cohort",
+        )
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}", "use --repeats 1")
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}", "use --workers 1")
+
+
+def check_cohort_files(cohort: str | Path) -> None:
+    """Every case's CT and mask must exist: otherwise extraction would give error rows only and
+    the training would fail later with a message about features, not about the files."""
+    from femurscreen.io.cohort_csv import read_cohort_csv
+
+    table = read_cohort_csv(cohort, ("case_id", "ct", "mask"))
+    missing = [
+        f"{row['case_id']} {column} {table.path_of(row, column)}"
+        for row in table.rows
+        for column in ("ct", "mask")
+        if (row[column] or "").strip()  # an empty mask: the training says a mask is needed
+        and not table.path_of(row, column).is_file()
+    ]
+    if missing:
+        shown = "; ".join(missing[:5]) + (
+            f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise InputError(
+            f"the cohort names {len(missing)} image file(s) that do not exist: {shown}",
+            "fix the ct/mask paths (relative to the CSV's folder), or give --features FEATURES.csv",
+            path=Path(cohort),
+        )
 
 
 def _grid(text: str | None) -> dict | None:

@@ -20,7 +20,7 @@ import pandas as pd
 from femurscreen.features.case import LEADING_COLUMNS
 from femurscreen.features.density import DENSITY_KEYS
 from femurscreen.features.params import sort_features
-from femurscreen.output.columns import BMD_COLUMNS
+from femurscreen.output.columns import BMD_COLUMNS, QUALITY_COLUMNS
 
 
 def ordered_columns(columns: Iterable[str]) -> list[str]:
@@ -28,11 +28,12 @@ def ordered_columns(columns: Iterable[str]) -> list[str]:
     columns = list(dict.fromkeys(columns))
     density = [c for c in DENSITY_KEYS if c in columns]
     density += sorted(c for c in columns if c.startswith("density_") and c not in density)
-    bmd = [c for c in BMD_COLUMNS if c in columns]
+    trailing = (*BMD_COLUMNS, *QUALITY_COLUMNS)  # not features: the density, the mask check
+    bmd = [c for c in trailing if c in columns]
     features = sort_features(
         c
         for c in columns
-        if c not in LEADING_COLUMNS and not c.startswith("density_") and c not in BMD_COLUMNS
+        if c not in LEADING_COLUMNS and not c.startswith("density_") and c not in trailing
     )
     return list(LEADING_COLUMNS) + features + density + bmd
 

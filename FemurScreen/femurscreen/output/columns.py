@@ -16,6 +16,13 @@ BMD_COLUMNS: tuple[str, ...] = (
     "who_class",
 )
 
+# A side's segmentation quality (femurscreen.segmentation.pipeline's quality signal: Dice with
+# the other engine, 0..1, empty when not computed) and how it was obtained (``dice_with_vbnet``,
+# ``dice_with_vbnet_unavailable``, ``edited``; empty when the check was off): in features.csv
+# (screen) and the batch summary, after the density columns. result.json calls them ``quality``
+# and ``quality_method`` inside each side.
+QUALITY_COLUMNS: tuple[str, ...] = ("seg_quality", "seg_quality_method")
+
 # The batch summary CSV (and the Slicer panel's CSV): one row per case and side.
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "case_id",
@@ -29,6 +36,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "applicable",
     "graded",
     *BMD_COLUMNS,
+    *QUALITY_COLUMNS,
 )
 
-__all__ = ["BMD_COLUMNS", "SUMMARY_COLUMNS"]
+__all__ = ["BMD_COLUMNS", "QUALITY_COLUMNS", "SUMMARY_COLUMNS"]

@@ -10,8 +10,9 @@ Layout, from what a reader needs first to what they need last:
    summary per side;
 3. one card per side, patient's RIGHT on the left of the page, matching the radiological
    orientation of the pictures: status, probability bars for the three classes, the predicted
-   class, trabecular HU readouts, flags in plain words, axial and coronal pictures through the
-   femur with the segmentation outlined in the side's colour;
+   class, trabecular HU readouts, flags in plain words, the segmentation check (do two engines
+   agree on this mask?), axial and coronal pictures through the femur with the segmentation
+   outlined in the side's colour;
 4. the calibrated density (``femurscreen.bmd``): per side femoral-neck and total-hip aBMD,
    T-scores and WHO class with their uncertainty, the DXA-like projection with the neck box and
    the total-hip region and the calibration line; labelled a CT-derived estimate, not a DXA;
@@ -37,7 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from femurscreen.atomic import write_text
-from femurscreen.grading import flag_help
+from femurscreen.grading import flag_help, quality_words
 from femurscreen.labels import CLASSES, SIDE_COLORS, SIDES
 from femurscreen.status import Status
 
@@ -285,6 +286,7 @@ def flag_sentences(side: str, info: dict) -> list[str]:
     # the status sentences above already say what these flags mean
     known = {"implant", "truncated", "feature_error", "classification_error"}
     known.add("outside_training_distribution")
+    known.add("review_segmentation")  # the card's segmentation-check line says it, with the number
     for flag in info.get("flags") or []:
         if flag not in known:
             sentences.append(f"{side.capitalize()} femur: {flag_help(flag)}.")
@@ -373,6 +375,7 @@ def _side_card(side: str, info: dict, picture: str | None, bmd_line: str = "") -
         parts.append(
             '<ul class="flags">' + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
         )
+    parts.append(_quality_line(info))
     facts = []
     if info.get("volume_ml") is not None:
         facts.append(f"Segmented volume {info['volume_ml']:.1f} ml")
@@ -387,6 +390,17 @@ def _side_card(side: str, info: dict, picture: str | None, bmd_line: str = "") -
         )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _quality_line(info: dict) -> str:
+    """The side's segmentation check in plain words (``grading.quality_words``); a warning when
+    the engines disagree (``review_segmentation``), a quiet line otherwise."""
+    words = quality_words(info)
+    if not words:
+        return ""
+    low = "review_segmentation" in (info.get("flags") or [])
+    css = "quality low" if low else "quality"
+    return f'<p class="{css}"><strong>Segmentation check:</strong> {_e(words)}.</p>'
 
 
 def _fmt(value, digits: int) -> str:
@@ -700,6 +714,9 @@ header { border-bottom:2px solid var(--ink); padding-bottom:10px; margin-bottom:
   border-left:4px solid #d08c00; border-radius:4px; font-size:14px; }
 .flags li { margin:2px 0; }
 .facts { color:var(--muted); font-size:13px; margin:6px 0; }
+.quality { color:var(--muted); font-size:13px; margin:6px 0; }
+.quality.low { color:var(--ink); font-size:14px; padding:6px 12px; background:#fff5e0;
+  border-left:4px solid #d08c00; border-radius:4px; }
 table { border-collapse:collapse; width:100%; font-size:13.5px; }
 .density { margin:6px 0 12px; }
 .density th, .density td { padding:4px 6px; border-bottom:1px solid var(--line); text-align:left; }

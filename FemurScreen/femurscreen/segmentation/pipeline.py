@@ -10,7 +10,11 @@ Quality signal (``segment(..., quality=True)``): per side, the Dice agreement be
 engine's mask and a second opinion from the other engine (classical <-> vbnet), both after the
 same post-processing. Agreement says nothing about which of the two is right, only that a low
 number needs a look: below ``REVIEW_QUALITY`` the side carries ``review_segmentation``. It
-costs a second segmentation, so it is opt-in.
+costs a second segmentation, so ``segment()`` leaves it off unless asked; ``femurscreen
+screen``, ``batch`` and the Slicer module ask for it by default (``--no-quality`` turns it off).
+When the other engine cannot run here (no PyTorch for the VB-Net), ``quality`` is None and
+``quality_method`` says ``dice_with_<engine>_unavailable``; nothing fails. A mask a person
+edited is no engine's any more: its quality is None with method ``QUALITY_EDITED``.
 
 Engine registry:
 - ``classical``: training-free (``classical.ClassicalEngine``), always available;
@@ -52,6 +56,8 @@ DEFAULT_ENGINE = "classical"
 ENGINES: tuple[str, ...] = ("classical", "vbnet")
 SECOND_OPINION: dict[str, str] = {"classical": "vbnet", "vbnet": "classical"}
 REVIEW_QUALITY = 0.85  # engine agreement (Dice) below this flags review_segmentation
+QUALITY_EDITED = "edited"  # quality_method of a mask edited by hand (quality None)
+UNAVAILABLE_SUFFIX = "_unavailable"  # quality_method suffix when the second engine cannot run
 
 Progress = Callable[[float, str], None]
 
@@ -292,10 +298,13 @@ def add_quality(
     method = f"dice_with_{other}"
     try:
         second = get_engine(other).predict(image)
-    except ModelError as exc:  # the other engine cannot run here: say so, do not guess
+    except (ModelError, ImportError, OSError, RuntimeError, MemoryError) as exc:
+        # the other engine cannot run here (no PyTorch, no weights, out of memory): say so,
+        # do not guess, and do not fail the segmentation that did work
         log.warning("no second opinion for the quality signal: %s", exc)
         for side in sides.values():
-            side.quality_method = f"{method}_unavailable"
+            if side.status != Status.NOT_FOUND:
+                side.quality_method = method + UNAVAILABLE_SUFFIX
         return
     second_labels, _ = postprocess(_on_input_grid(second, image), image)
     a = sitk.GetArrayViewFromImage(labels)
