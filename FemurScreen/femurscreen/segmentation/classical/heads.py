@@ -426,13 +426,21 @@ def roof_ridges(
     joint = np.zeros(len(dirs), dtype=bool)
     for i in np.flatnonzero(ridge.any(axis=1)):
         ks = np.flatnonzero(ridge[i])
-        first = int(ks[0])
-        dist[i] = rho[first]
-        for k in ks[1:]:
-            if rho[k] - rho[first] > 8.0:
-                break
-            if prof[i, first:k].min() < min(prof[i, first], prof[i, k]) - ROOF_DIP_HU:
-                joint[i] = True
+        # one merged plate: its brightest ridge within 8 mm of the first (a shoulder on the
+        # rising edge is not the plate's middle)
+        near = ks[rho[ks] - rho[ks[0]] <= 8.0]
+        dist[i] = rho[int(near[np.argmax(prof[i, near])])]
+        # a joint space anywhere on the ray (a dip between two ridges): the inner ridge is the
+        # head's cortex, and ridges nearer the centre are the head's own dense trabeculae
+        # (phantoms: a first ridge 5-10 mm inside the sphere moved true-centred heads down)
+        for a, inner in enumerate(ks):
+            for k in ks[a + 1 :]:
+                if rho[k] - rho[inner] > 8.0:
+                    break
+                if prof[i, inner:k].min() < min(prof[i, inner], prof[i, k]) - ROOF_DIP_HU:
+                    dist[i], joint[i] = rho[inner], True
+                    break
+            if joint[i]:
                 break
     return dirs, dist, joint
 
