@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 from cli_runner import run_cli
@@ -22,7 +21,7 @@ from femurscreen.bmd import (
     measure,
     set_site_calibration,
 )
-from femurscreen.bmd.site import ROD_FILE_FORMAT, SITE_FORMAT, fit_rods
+from femurscreen.bmd.site import ROD_FILE_FORMAT, SITE_FORMAT, fit_rods_image
 from femurscreen.dicom.series import write_ct_series
 from femurscreen.errors import InputError
 from femurscreen.phantom import PhantomOptions, make_case
@@ -37,10 +36,9 @@ SOFT = Scanner(scale=1.01, offset=5.0, kvp=120.0, energy_kev=63.4)
 
 def _fit(scanner: Scanner, seed: int):
     ct, lab, rods, info = rods_phantom.make_rods_phantom(scanner, seed=seed)
-    entry = fit_rods(
-        sitk.GetArrayViewFromImage(ct),
-        ct.GetSpacing(),
-        sitk.GetArrayFromImage(lab).astype(np.int32),
+    entry = fit_rods_image(
+        ct,
+        lab,
         rods,
         {"kvp": scanner.kvp},
     )
@@ -77,10 +75,9 @@ def test_clipped_air_is_refused():
         Scanner(scale=1.03, offset=-12.0, kvp=140.0), seed=0
     )
     with pytest.raises(InputError, match="clipped"):
-        fit_rods(
-            sitk.GetArrayViewFromImage(ct),
-            ct.GetSpacing(),
-            sitk.GetArrayFromImage(lab).astype(np.int32),
+        fit_rods_image(
+            ct,
+            lab,
             rods,
             {"kvp": 140.0},
         )

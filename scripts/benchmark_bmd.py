@@ -35,11 +35,10 @@ def child(ct: str, mask: str, runs: int) -> None:
     """Runs inside the pinned process: reads once, then times calibration and measure()."""
     import time
 
-    import numpy as np
     import SimpleITK as sitk
     from femurscreen.bmd import measure
     from femurscreen.bmd.calibration import calibrate
-    from femurscreen.bmd.site import SiteCalibration, fit_rods
+    from femurscreen.bmd.site import SiteCalibration, fit_rods_image
     from femurscreen.phantom.rods import make_rods_phantom
     from femurscreen.phantom.scanner import IDENTITY
 
@@ -48,10 +47,9 @@ def child(ct: str, mask: str, runs: int) -> None:
     hu = sitk.GetArrayViewFromImage(image)
     # a site calibration (of the 120 kVp identity scanner's rods phantom): the fixed-energy path
     rct, rlab, rods, _ = make_rods_phantom(IDENTITY, seed=0)
-    entry = fit_rods(
-        sitk.GetArrayViewFromImage(rct),
-        rct.GetSpacing(),
-        sitk.GetArrayFromImage(rlab).astype(np.int32),
+    entry = fit_rods_image(
+        rct,
+        rlab,
         rods,
         {"kvp": 120.0},
     )

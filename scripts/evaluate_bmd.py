@@ -37,7 +37,7 @@ import SimpleITK as sitk
 from femurscreen.bmd import measure
 from femurscreen.bmd.calibration import Calibration
 from femurscreen.bmd.projection import project_side
-from femurscreen.bmd.site import SiteCalibration, SiteEntry, fit_rods
+from femurscreen.bmd.site import SiteCalibration, SiteEntry, fit_rods_image
 from femurscreen.bmd.tscore import grade
 from femurscreen.errors import InputError
 from femurscreen.labels import bone_status
@@ -64,10 +64,9 @@ def site_for(scanner: Scanner, seed: int) -> tuple[SiteEntry, list[str]]:
     for day in range(3):
         ct, lab, rods, _info = make_rods_phantom(scanner, seed=seed + ROD_SEED_OFFSET + 7 * day)
         try:
-            entry = fit_rods(
-                sitk.GetArrayViewFromImage(ct),
-                ct.GetSpacing(),
-                sitk.GetArrayFromImage(lab).astype(np.int32),
+            entry = fit_rods_image(
+                ct,
+                lab,
                 rods,
                 {"kvp": scanner.kvp},
             )

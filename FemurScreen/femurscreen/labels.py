@@ -17,6 +17,22 @@ SIDE_NAMES: dict[int, str] = {LEFT: "left", RIGHT: "right"}
 
 CLASSES: tuple[str, ...] = ("normal", "osteopenia", "osteoporosis")
 
+# Tissue labels of a phantom's tissue map (``femurscreen phantom --tissues``): written by the
+# renderer (phantom/voxelize.py), redrawn per tissue by segmentation training (vbnet/data.py).
+TISSUES: dict[str, int] = {
+    "air": 0,
+    "fat": 1,
+    "soft": 2,  # muscle, skin, organs, vessels, cartilage, joint capsule
+    "dense_soft": 3,  # above soft tissue but not bone (table shell, dense vessel walls)
+    "femur_cortex": 4,
+    "femur_trabecular": 5,
+    "pelvis_cortex": 6,
+    "pelvis_trabecular": 7,
+    "spine_cortex": 8,
+    "spine_trabecular": 9,
+    "metal": 10,
+}
+
 # WHO (1994) thresholds on the DXA T-score.
 T_NORMAL_MIN = -1.0  # T >= -1.0 normal
 T_OSTEOPOROSIS_MAX = -2.5  # T <= -2.5 osteoporosis

@@ -288,6 +288,24 @@ def rod_points(
     return points
 
 
+def fit_rods_image(
+    ct: sitk.Image,
+    rods_mask: sitk.Image,
+    rods: dict[int, float],
+    scanner: dict[str, str | float | None],
+    source: str | Path | None = None,
+) -> SiteEntry:
+    """:func:`fit_rods` of a rods-phantom CT and its label image (same grid)."""
+    return fit_rods(
+        sitk.GetArrayViewFromImage(ct),
+        ct.GetSpacing(),
+        sitk.GetArrayFromImage(rods_mask).astype(np.int32),
+        rods,
+        scanner,
+        source=source,
+    )
+
+
 def fit_rods(
     hu: np.ndarray,
     spacing_xyz: tuple[float, float, float],

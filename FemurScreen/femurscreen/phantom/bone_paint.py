@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from femurscreen.labels import LEFT, RIGHT
+from femurscreen.labels import LEFT, RIGHT, TISSUES
 from femurscreen.phantom import shapes as sh
 from femurscreen.phantom.anatomy import Anatomy, Femur
 from femurscreen.phantom.bones import FemurDetail, Prim, femur_detail
 from femurscreen.phantom.texture import network
-from femurscreen.phantom.voxelize import TISSUES, Painter, Points
+from femurscreen.phantom.voxelize import Painter, Points
 
 LABEL_OF_SIDE = {"left": LEFT, "right": RIGHT}
 JOINT_CLEARANCE_MM = 1.0  # pelvis bone never comes closer than this to the femur

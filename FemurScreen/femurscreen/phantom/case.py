@@ -44,7 +44,7 @@ class PhantomOptions:
     ``joint``: "normal" (default) or "hard", a joint as hard to segment as on real CT, for
     training segmentation only (gap 0-4 mm, dense sourcil, thin subchondral head cortex,
     pelvic bone with the femur's density). ``tissues``: also return/write the tissue label
-    map (:data:`femurscreen.phantom.voxelize.TISSUES`) that appearance randomisation needs.
+    map (:data:`femurscreen.labels.TISSUES`) that appearance randomisation needs.
     Neither changes the default CT."""
 
     size: str = "hips"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from femurscreen.labels import TISSUES
 from femurscreen.phantom.anatomy import Anatomy
 from femurscreen.phantom.bones import Prim
 from femurscreen.phantom.grid import Grid
@@ -28,20 +29,8 @@ LIPSCHITZ = 1.5  # safety factor: our approximate distances may change faster th
 
 # Tissue labels of the tissue map (PhantomOptions.tissues): soft tissues are told apart by their
 # noise-free painted HU, bone by the structure that painted it (cortical shell or interior).
-# Segmentation training redraws each tissue's intensity per case (SynthSeg-style).
-TISSUES = {
-    "air": 0,
-    "fat": 1,
-    "soft": 2,  # muscle, skin, organs, vessels, cartilage, joint capsule
-    "dense_soft": 3,  # above soft tissue but not bone (table shell, dense vessel walls)
-    "femur_cortex": 4,
-    "femur_trabecular": 5,
-    "pelvis_cortex": 6,
-    "pelvis_trabecular": 7,
-    "spine_cortex": 8,
-    "spine_trabecular": 9,
-    "metal": 10,
-}
+# Segmentation training redraws each tissue's intensity per case (SynthSeg-style). The labels:
+# femurscreen.labels.TISSUES.
 _SOFT_EDGES_HU = (-400.0, -40.0, 130.0)  # air | fat | soft | dense soft
 _METAL_HU = 2000.0
 

@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from femurscreen.errors import InputError
 from femurscreen.io.cohort_csv import read_cohort_csv
-from femurscreen.labels import LEFT, RIGHT
+from femurscreen.labels import LEFT, RIGHT, TISSUES
 
 from .geometry import AIR_HU, Grid, centered_grid, shrink_for, world_grid
 
@@ -169,7 +169,7 @@ class Case:
     mask: sitk.Image
     centroids: dict[int, np.ndarray] = field(default_factory=dict)
     femur_points: dict[int, np.ndarray] = field(default_factory=dict)  # world (N, 3)
-    # tissue label map (femurscreen.phantom.voxelize.TISSUES) of a phantom, when the cohort
+    # tissue label map (femurscreen.labels.TISSUES) of a phantom, when the cohort
     # has a 'tissue' column: what per-tissue appearance randomisation redraws
     tissue: sitk.Image | None = None
     _binaries: dict[int, sitk.Image] = field(default_factory=dict, repr=False)
@@ -550,21 +550,8 @@ def coarser_scan(
 
 # ---------------------------------------------------------------- appearance randomisation
 
-# Tissue labels as femurscreen.phantom.voxelize.TISSUES writes them (kept literal here so
-# that training does not import the phantom renderer; a test checks they agree).
-TISSUE_IDS = {
-    "air": 0,
-    "fat": 1,
-    "soft": 2,
-    "dense_soft": 3,
-    "femur_cortex": 4,
-    "femur_trabecular": 5,
-    "pelvis_cortex": 6,
-    "pelvis_trabecular": 7,
-    "spine_cortex": 8,
-    "spine_trabecular": 9,
-    "metal": 10,
-}
+# Tissue labels of a phantom's tissue map (one table for the renderer and training)
+TISSUE_IDS = TISSUES
 # mean HU ranges each tissue's intensity is drawn from per case (bone: interior, then the cortex
 # above it); wide on purpose: the network must find the femur by shape and context
 SYNTH_RANGES_HU = {
